@@ -1,0 +1,61 @@
+# The two commands of the README: `make demo` (the whole story on a local
+# cluster) and `make test` (everything CI runs). Every other target is a step
+# of those two; each one sets itself up, so any of them works on a fresh clone.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(STAMP) ## create .venv with the package and its dev tools
+
+tools: ## build the control plane, etcd, kwok and helm into the cache (once per version)
+	tests/cluster/build.sh >/dev/null
+
+cluster-up: ## start the local cluster (or reuse it); prints its kubeconfig
+	tests/cluster/up.sh
+
+cluster-down: ## stop the local cluster
+	tests/cluster/down.sh
+
+kubeconfig-path: ## print the local cluster's kubeconfig path
+	@tests/cluster/env.sh kubeconfig
+
+lint: $(STAMP) ## ruff, mypy (strict) and the import layers
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+fmt: $(STAMP) ## format and autofix
+	$(VENV)/bin/ruff format operator tests bench
+	$(VENV)/bin/ruff check --fix operator tests bench
+
+crds: $(STAMP) ## regenerate crds/ from the API models
+	$(VENV)/bin/gpupool crds --out crds
+
+unit: $(STAMP) ## fast tests, no cluster
+	$(VENV)/bin/pytest -m 'not cluster' -q
+
+test: $(STAMP) ## everything CI runs: lint, unit and cluster tests on the local cluster
+	tests/run.sh
+
+bench: $(STAMP) ## print the benchmark figures
+	$(PY) bench/planner/run.py
+
+demo: $(STAMP) ## the whole story on the local cluster
+	scripts/demo.sh
+
+.PHONY: help venv tools cluster-up cluster-down kubeconfig-path lint fmt crds unit test bench demo

@@ -1,0 +1,28 @@
+"""Starts the operator: kopf, against the current kubeconfig, with gpupool's settings.
+
+Importing `handlers` registers every handler with kopf's default registry; nothing
+else is registered anywhere, so this module and the switchboard are the whole wiring.
+"""
+
+from __future__ import annotations
+
+import logging
+
+
+def run_operator(*, namespace: list[str] | None, verbose: bool, liveness_port: int) -> int:
+    import kopf
+
+    from gpupool.controllers import handlers  # noqa: F401  (registers the handlers)
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    liveness = f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespace,
+        namespaces=namespace or (),
+        liveness_endpoint=liveness,
+    )
+    return 0
