@@ -1,0 +1,39 @@
+"""Pure rendering of a model's vLLM serving objects: Deployment, Service, PodDisruptionBudget.
+
+The controller maps a ModelDeployment and the planner's shape onto a `ServingInput`
+(`serving_input_from_spec` does it from the wire-shape spec), calls `render_all`, and
+server-side-applies the dicts. No I/O here, no dependency on the rest of gpupool.
+"""
+
+from gpupool.serving.inputs import (
+    DEFAULT_IMAGE,
+    RenderError,
+    SecretKeyRef,
+    ServingInput,
+    Taint,
+    serving_input_from_spec,
+)
+from gpupool.serving.render import (
+    render_all,
+    render_deployment,
+    render_pdb,
+    render_service,
+    selector_labels,
+)
+from gpupool.serving.vllm_args import MANAGED_FLAGS, VLLM_PORT
+
+__all__ = [
+    "DEFAULT_IMAGE",
+    "MANAGED_FLAGS",
+    "VLLM_PORT",
+    "RenderError",
+    "SecretKeyRef",
+    "ServingInput",
+    "Taint",
+    "render_all",
+    "render_deployment",
+    "render_pdb",
+    "render_service",
+    "selector_labels",
+    "serving_input_from_spec",
+]
