@@ -1,0 +1,131 @@
+"""The gpupool API (group gpupool.dev, version v1alpha1): one pydantic model per kind.
+
+These models are the single source of truth: controllers parse and write objects
+with them (`Model.from_k8s(obj)`, `model.to_k8s()`), and `gpupool crds` generates
+crds/*.yaml from them, so the API server validates exactly what the code expects.
+"""
+
+from gpupool.api.base import API_VERSION, CATEGORY, GROUP, VERSION, ObjectMeta, Rule, WireModel
+from gpupool.api.conditions import (
+    DEGRADED,
+    PROGRESSING,
+    READY,
+    Condition,
+    ConditionStatus,
+    get_condition,
+    is_true,
+    set_condition,
+)
+from gpupool.api.deployment import (
+    MODEL_DEPLOYMENT,
+    ApiKeySecretRef,
+    Architecture,
+    Autoscaling,
+    Engine,
+    EngineDtype,
+    GpuRequirements,
+    HfTokenSecretRef,
+    ModelCache,
+    ModelDeployment,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    Objective,
+    Placement,
+    Quantization,
+    WeightsDtype,
+)
+from gpupool.api.durations import NEVER, format_duration, parse_duration, parse_expiry
+from gpupool.api.kinds import KindInfo, PrinterColumn
+from gpupool.api.nodeclaim import (
+    GPU_NODE_CLAIM,
+    GpuNodeClaim,
+    GpuNodeClaimSpec,
+    GpuNodeClaimStatus,
+    NodeClaimPhase,
+    Offer,
+)
+from gpupool.api.pool import (
+    GPU_POOL,
+    CapacityType,
+    Disruption,
+    GpuPool,
+    GpuPoolSpec,
+    GpuPoolStatus,
+    Limits,
+    Taint,
+    TaintEffect,
+)
+from gpupool.api.provider import (
+    GPU_PROVIDER,
+    Bootstrap,
+    GpuProvider,
+    GpuProviderSpec,
+    GpuProviderStatus,
+    ProviderType,
+    SecretKeyRef,
+)
+
+KINDS: tuple[KindInfo, ...] = (GPU_PROVIDER, GPU_POOL, GPU_NODE_CLAIM, MODEL_DEPLOYMENT)
+
+__all__ = [
+    "API_VERSION",
+    "CATEGORY",
+    "DEGRADED",
+    "GPU_NODE_CLAIM",
+    "GPU_POOL",
+    "GPU_PROVIDER",
+    "GROUP",
+    "KINDS",
+    "MODEL_DEPLOYMENT",
+    "NEVER",
+    "PROGRESSING",
+    "READY",
+    "VERSION",
+    "ApiKeySecretRef",
+    "Architecture",
+    "Autoscaling",
+    "Bootstrap",
+    "CapacityType",
+    "Condition",
+    "ConditionStatus",
+    "Disruption",
+    "Engine",
+    "EngineDtype",
+    "GpuNodeClaim",
+    "GpuNodeClaimSpec",
+    "GpuNodeClaimStatus",
+    "GpuPool",
+    "GpuPoolSpec",
+    "GpuPoolStatus",
+    "GpuProvider",
+    "GpuProviderSpec",
+    "GpuProviderStatus",
+    "GpuRequirements",
+    "HfTokenSecretRef",
+    "KindInfo",
+    "Limits",
+    "ModelCache",
+    "ModelDeployment",
+    "ModelDeploymentSpec",
+    "ModelDeploymentStatus",
+    "NodeClaimPhase",
+    "ObjectMeta",
+    "Objective",
+    "Offer",
+    "Placement",
+    "PrinterColumn",
+    "ProviderType",
+    "Quantization",
+    "Rule",
+    "SecretKeyRef",
+    "Taint",
+    "TaintEffect",
+    "WeightsDtype",
+    "WireModel",
+    "format_duration",
+    "get_condition",
+    "is_true",
+    "parse_duration",
+    "parse_expiry",
+    "set_condition",
+]
