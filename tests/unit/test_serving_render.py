@@ -336,10 +336,15 @@ def test_pod_has_no_service_links_no_token_and_no_capabilities() -> None:
     assert spec["enableServiceLinks"] is False
     assert spec["automountServiceAccountToken"] is False
     assert spec["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
-    assert spec["terminationGracePeriodSeconds"] >= 60
     sc = spec["containers"][0]["securityContext"]
     assert sc == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-    assert spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+
+
+def test_in_flight_requests_get_time_before_sigterm_and_vllm_time_after() -> None:
+    spec = pod_spec(make_input())
+    drain = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert drain >= 20  # vLLM aborts in-flight requests on SIGTERM: the drain is the preStop
+    assert spec["terminationGracePeriodSeconds"] >= drain + 20
 
 
 # --- rollout, hash, determinism ------------------------------------------------------------

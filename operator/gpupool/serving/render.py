@@ -62,12 +62,14 @@ PORT_NAME = "http"
 #: Where the Hugging Face cache lives in the pod (HF_HOME): root's cache dir in the vLLM image.
 MODEL_CACHE_PATH = "/root/.cache/huggingface"
 
-# Time between the pod leaving the Service's endpoints and vLLM getting SIGTERM, so that
-# kube-proxies and gateways stop sending new requests first.
-_PRESTOP_SLEEP_SECONDS = 10
-# After SIGTERM vLLM's HTTP server stops accepting and lets in-flight requests finish; long
-# streamed generations take tens of seconds, so allow two minutes before SIGKILL.
-_TERMINATION_GRACE_SECONDS = 120
+# vLLM does not drain on SIGTERM: its launcher cancels the HTTP server task, aborting the
+# requests in flight (vllm/entrypoints/launcher.py, serve_http's signal handler). So the
+# drain happens before the signal: a terminating pod leaves the Service's endpoints at once,
+# and the preStop sleep keeps vLLM serving what it already accepted. 30 s covers a typical
+# streamed completion (~1k tokens at 30-50 tokens/s); the grace period adds 30 s for the
+# engine and its tensor-parallel workers to exit before SIGKILL.
+_PRESTOP_SLEEP_SECONDS = 30
+_TERMINATION_GRACE_SECONDS = 60
 # A rollout is "stuck" only after the node may have been provisioned (launch timeout plus
 # failover), the ~10 GB vLLM image pulled, and the model started: 30 min on top of the
 # startup budget, so Progressing=False means something is really wrong.
