@@ -170,6 +170,17 @@ def claim_instance_name(cluster_name: str, claim_uid: str) -> str:
     return f"gpupool-{cluster_name[: max(room, 0)]}-{claim_uid}"
 
 
+def claim_uid_from_name(cluster_name: str, name: str) -> str | None:
+    """The claim UID in an instance name made by `claim_instance_name` for this cluster, else None.
+
+    Kubernetes UIDs are 36-character UUIDs; the check rebuilds the name, so cluster `a` does not
+    claim the instances of cluster `a-b`."""
+    uid = name[-36:]
+    if len(uid) == 36 and claim_instance_name(cluster_name, uid) == name:
+        return uid
+    return None
+
+
 def parse_timestamp(value: object) -> datetime | None:
     """An ISO-8601 timestamp from a cloud payload ("Z" accepted), or None if absent or unreadable."""
     if not isinstance(value, str) or not value:
