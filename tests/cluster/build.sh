@@ -18,7 +18,11 @@ export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 log() { printf '[build %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 have_version() { # binary, expected substring of its --version output
-  [ -x "$BIN/$1" ] && "$BIN/$1" "${3:---version}" 2>&1 | grep -q -- "$2"
+  local out
+  [ -x "$BIN/$1" ] || return 1
+  # Captured first: `grep -q` closing the pipe early would fail the pipeline under pipefail.
+  out=$("$BIN/$1" ${3:---version} 2>&1) || return 1
+  [[ "$out" == *"$2"* ]]
 }
 
 build_kubernetes() {

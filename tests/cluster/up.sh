@@ -34,7 +34,9 @@ fi
 
 mkdir -p "$KWOK_WORKDIR"
 config="$KWOK_WORKDIR/kwok-$NAME.yaml"
-# YAML does not expand variables, so the binary paths are written out here.
+# YAML does not expand variables, so the binary paths are written out here. No
+# KwokConfiguration document: kwok v0.8.0 does not default the fields one leaves
+# out (nodeLeaseParallelism 0 makes it exit), and its defaults suit us.
 cat > "$config" <<YAML
 kind: KwokctlConfiguration
 apiVersion: config.kwok.x-k8s.io/v1alpha1
@@ -57,11 +59,6 @@ componentsPatches:
   extraArgs:
   - key: unsafe-no-fsync
     value: "true"
----
-kind: KwokConfiguration
-apiVersion: config.kwok.x-k8s.io/v1alpha1
-options:
-  cidr: 10.0.0.0/16
 YAML
 
 start=$(date +%s)
