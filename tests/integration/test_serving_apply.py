@@ -135,7 +135,7 @@ def test_pods_land_only_on_the_pools_nodes_of_a_planned_gpu_and_reapply_is_a_no_
 
     owner = core.create_namespaced_config_map(namespace, {"metadata": {"name": "owner"}})
     objs = _owned_by_configmap(render_all(_serving_input(namespace)), owner)
-    versions = [_apply(dyn, obj).metadata.resourceVersion for obj in objs]
+    generations = [_apply(dyn, obj).metadata.generation for obj in objs]
 
     pod = wait_for(
         lambda: (ps := _pods(core, namespace)) and ps[0].spec.node_name and ps[0],
@@ -146,9 +146,13 @@ def test_pods_land_only_on_the_pools_nodes_of_a_planned_gpu_and_reapply_is_a_no_
     template_hash = objs[0]["spec"]["template"]["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
     assert pod.metadata.annotations[SPEC_HASH_ANNOTATION] == template_hash
 
-    # The same render, applied again, changes nothing: no new resourceVersion, no rollout.
-    again = [_apply(dyn, obj).metadata.resourceVersion for obj in objs]
-    assert again == versions
+    # The same render, applied again, changes no spec (controllers' status writes aside, so
+    # the generation, not the resourceVersion, is the witness) and rolls nothing.
+    again = [_apply(dyn, obj).metadata.generation for obj in objs]
+    assert again == generations
+    apps = client.AppsV1Api(kube)
+    replica_sets = apps.list_namespaced_replica_set(namespace).items
+    assert len(replica_sets) == 1
 
 
 def test_a_spec_change_surges_a_new_pod_and_never_drops_the_serving_one(
