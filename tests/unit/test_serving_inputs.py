@@ -206,3 +206,34 @@ def test_requests_fit_a_4_vcpu_16_gib_single_gpu_instance() -> None:
     resources = render_all(inp)[0]["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
     assert float(resources["cpu"]) <= 3
     assert int(resources["memory"].removesuffix("Gi")) <= 12
+
+
+def test_the_api_models_wire_form_maps_cleanly() -> None:
+    # The contract with gpupool.api: what `ModelDeploymentSpec.to_k8s()` emits (defaults filled
+    # in, camelCase) is what serving_input_from_spec reads.
+    from gpupool.api.deployment import ModelDeploymentSpec
+
+    spec = ModelDeploymentSpec.from_k8s(
+        {
+            "model": "meta-llama/Llama-3.1-8B-Instruct",
+            "servedName": "llama",
+            "replicas": 2,
+            "capacityType": "spot",
+            "engine": {"quantization": "fp8", "extraArgs": ["--enable-prefix-caching"]},
+            "apiKeySecretRef": {"name": "keys"},
+            "hfTokenSecretRef": {"name": "hf"},
+            "modelCache": {"pvcName": "hf-cache"},
+        }
+    )
+    inp = from_spec(spec.to_k8s())
+    assert inp.model == "meta-llama/Llama-3.1-8B-Instruct"
+    assert inp.served_name == "llama"
+    assert inp.replicas == 2
+    assert inp.capacity_type == "spot"
+    assert inp.image == DEFAULT_IMAGE
+    assert inp.quantization == "fp8"
+    assert inp.extra_args == ("--enable-prefix-caching",)
+    assert inp.api_key_secret == SecretKeyRef(name="keys", key="apiKey")
+    assert inp.hf_token_secret == SecretKeyRef(name="hf", key="token")
+    assert inp.model_cache_pvc == "hf-cache"
+    render_all(inp)

@@ -24,6 +24,7 @@ from gpupool.serving import (
     render_pdb,
     render_service,
     selector_labels,
+    selector_string,
 )
 from gpupool.serving.render import SPEC_HASH_ANNOTATION, spec_hash
 
@@ -544,3 +545,9 @@ def test_tensor_parallel_may_be_a_divisor_of_the_gpus() -> None:
 def test_serving_input_is_immutable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         make_input().replicas = 3  # type: ignore[misc]
+
+
+def test_selector_string_is_label_selector_syntax_for_the_scale_subresource() -> None:
+    assert selector_string(make_input()) == (
+        "app.kubernetes.io/instance=llama-8b,gpupool.dev/model-deployment=llama-8b"
+    )

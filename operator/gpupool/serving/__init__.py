@@ -19,6 +19,7 @@ from gpupool.serving.render import (
     render_pdb,
     render_service,
     selector_labels,
+    selector_string,
 )
 from gpupool.serving.vllm_args import MANAGED_FLAGS, VLLM_PORT
 
@@ -35,5 +36,6 @@ __all__ = [
     "render_pdb",
     "render_service",
     "selector_labels",
+    "selector_string",
     "serving_input_from_spec",
 ]

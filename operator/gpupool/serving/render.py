@@ -85,6 +85,11 @@ def selector_labels(inp: ServingInput) -> dict[str, str]:
     return {LABEL_INSTANCE: inp.name, LABEL_MODEL_DEPLOYMENT: inp.name}
 
 
+def selector_string(inp: ServingInput) -> str:
+    """The pod selector in label-selector syntax, as the scale subresource's `status.selector` wants it."""
+    return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(inp).items()))
+
+
 def object_labels(inp: ServingInput) -> dict[str, str]:
     """Labels for every rendered object and pod: the user's, then gpupool's (which win)."""
     labels = dict(sorted(inp.labels.items()))
