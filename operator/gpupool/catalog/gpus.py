@@ -69,9 +69,11 @@ _EXTRA_SPECS: dict[str, float] = {
     "Radeon-Pro-V520": 8,
 }
 
-# Older than compute capability 7.0, or AMD cards without a ROCm build of vLLM at these clouds.
+# Older than compute capability 7.0, or not NVIDIA: the default vllm/vllm-openai image is a CUDA build
+# (AMD and Intel Gaudi need other images, which pools do not select yet).
 _VLLM_UNSUPPORTED = frozenset(
     {"P100", "P4", "P4000", "M4000", "M60", "K80", "Radeon-MI25", "Radeon-Pro-V520"}
+    | {"Gaudi2", "Gaudi3", "MI300X", "MI325X"}
 )
 
 # Source spellings (upper-cased, separators removed) to canonical names, when memory does not matter.
