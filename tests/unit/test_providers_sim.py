@@ -85,7 +85,9 @@ async def test_provider_satisfies_the_protocol(world: World) -> None:
 
 
 async def test_list_offers_reports_prices_and_availability(world: World) -> None:
-    world.faults.add(__import__("simcloud.faults", fromlist=["Fault"]).Fault(scope="g5.xlarge", capacity_error=True))
+    world.faults.add(
+        __import__("simcloud.faults", fromlist=["Fault"]).Fault(scope="g5.xlarge", capacity_error=True)
+    )
     offers = await world.provider().list_offers()
     by_key = {o.offer.key: o for o in offers}
     a10 = by_key["sim/lambda-us-east-1//gpu_1x_a10/A10/1"]

@@ -24,7 +24,9 @@ from simcloud.service import SimCloud
 from simcloud.store import InstanceStore, SimInstance
 
 OFFERS = simcloud_offers(
-    load_shipped_offers(), sources=("lambda", "runpod", "aws"), regions=("lambda-us-east-1", "runpod-CA", "aws-us-east-1")
+    load_shipped_offers(),
+    sources=("lambda", "runpod", "aws"),
+    regions=("lambda-us-east-1", "runpod-CA", "aws-us-east-1"),
 )
 H100 = {"region": "lambda-us-east-1", "instanceType": "gpu_1x_h100_sxm5"}
 
@@ -45,7 +47,9 @@ class Sim:
         self.clock = Clock()
         self.nodes = MemoryNodeWriter()
         self.store = InstanceStore(db)
-        self.cloud = SimCloud(self.store, OFFERS, self.nodes, boot_delay=5, interrupt_grace=30, clock=self.clock)
+        self.cloud = SimCloud(
+            self.store, OFFERS, self.nodes, boot_delay=5, interrupt_grace=30, clock=self.clock
+        )
         self.faults = FaultBook(seed)
         self.app = create_app(self.cloud, self.faults, api_key=api_key, tick_interval=None)
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://simcloud")
@@ -183,7 +187,9 @@ async def test_capacity_fault_is_scoped_to_the_offer(sim: Sim) -> None:
     types = (await sim.http.get("/v1/instance-types", params={"region": "lambda-us-east-1"})).json()["data"]
     availability = {o["instanceType"]: o["available"] for o in types}
     assert availability["gpu_1x_h100_sxm5"] is False and availability["gpu_1x_a10"] is True
-    ok = await sim.http.post("/v1/instances", json={"region": "lambda-us-east-1", "instanceType": "gpu_1x_a10"})
+    ok = await sim.http.post(
+        "/v1/instances", json={"region": "lambda-us-east-1", "instanceType": "gpu_1x_a10"}
+    )
     assert ok.status_code == 201
 
     assert (await sim.http.delete("/admin/faults")).status_code == 200
@@ -236,7 +242,12 @@ async def test_never_register_runs_without_a_node(sim: Sim) -> None:
 async def test_spot_interruption_notice_then_termination(sim: Sim) -> None:
     launched = await sim.http.post(
         "/v1/instances",
-        json={"region": "aws-us-east-1", "zone": "use1-az1", "instanceType": "g5.xlarge", "capacityType": "spot"},
+        json={
+            "region": "aws-us-east-1",
+            "zone": "use1-az1",
+            "instanceType": "g5.xlarge",
+            "capacityType": "spot",
+        },
     )
     assert launched.status_code == 201
     instance = launched.json()["data"]
@@ -259,7 +270,9 @@ async def test_spot_interruption_notice_then_termination(sim: Sim) -> None:
 
 
 async def test_invalid_launches_are_refused(sim: Sim) -> None:
-    unknown = await sim.http.post("/v1/instances", json={"region": "lambda-us-east-1", "instanceType": "nope"})
+    unknown = await sim.http.post(
+        "/v1/instances", json={"region": "lambda-us-east-1", "instanceType": "nope"}
+    )
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "invalid-request"
     spot_on_lambda = await sim.launch(capacityType="spot")
     assert spot_on_lambda.status_code == 400

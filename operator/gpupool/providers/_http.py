@@ -154,11 +154,17 @@ class JsonApi:
                 provider=self.provider,
                 retry_after=retry_after,
             )
-        mapped.message = self._redact(mapped.message)
+        mapped.scrub(self._key.reveal())
         mapped.provider = mapped.provider or self.provider
         if isinstance(mapped, TransientError) and mapped.retry_after is None:
             mapped.retry_after = retry_after
         raise mapped
+
+    def scrub(self, error: ProviderError) -> ProviderError:
+        """`error` with this account's key removed, for errors built from a 2xx body (GraphQL)."""
+        error.scrub(self._key.reveal())
+        error.provider = error.provider or self.provider
+        return error
 
     async def aclose(self) -> None:
         if self._owns_client:

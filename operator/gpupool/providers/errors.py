@@ -26,6 +26,11 @@ class ProviderError(Exception):
         self.code = code
         self.provider = provider
 
+    def scrub(self, *secrets: str) -> None:
+        """Remove every secret from the message (and from `args`, which repr and tracebacks show)."""
+        self.message = redact(self.message, *secrets)
+        self.args = (self.message,)
+
     def __str__(self) -> str:
         where = f"{self.provider}: " if self.provider else ""
         what = f" [{self.code}]" if self.code else ""

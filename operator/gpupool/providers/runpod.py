@@ -233,9 +233,7 @@ class RunPodProvider:
             raise TransientError("GraphQL answer is not an object", code="bad-response", provider=self.name)
         errors = body.get("errors")
         if errors:
-            error = classify_graphql_error(errors[0])
-            error.provider = self.name
-            raise error
+            raise self._api.scrub(classify_graphql_error(errors[0]))
         return body.get("data") or {}
 
     def _instance(self, pod: Mapping[str, Any]) -> Instance:
