@@ -62,8 +62,9 @@ PORT_NAME = "http"
 #: Where the Hugging Face cache lives in the pod (HF_HOME): root's cache dir in the vLLM image.
 MODEL_CACHE_PATH = "/root/.cache/huggingface"
 
-# vLLM does not drain on SIGTERM: its launcher cancels the HTTP server task, aborting the
-# requests in flight (vllm/entrypoints/launcher.py, serve_http's signal handler). So the
+# vLLM does not drain on SIGTERM: its launcher cancels the HTTP server task instead of
+# letting uvicorn wait for requests in flight (vllm/entrypoints/launcher.py, serve_http's
+# signal handler). So the
 # drain happens before the signal: a terminating pod leaves the Service's endpoints at once,
 # and the preStop sleep keeps vLLM serving what it already accepted. 30 s covers a typical
 # streamed completion (~1k tokens at 30-50 tokens/s); the grace period adds 30 s for the
