@@ -523,7 +523,12 @@ def _judge_shape(ctx: _Context, gpu: str, gpu_memory: float, gpu_count: int) -> 
             f"{gpu_memory:g} GiB per GPU < gpu.minMemoryGiB {request.min_gpu_memory_gib:g}",
         )
     if request.objective != "costPerToken" and not (request.tensor_parallel_size or request.gpu_count):
-        return ctx.first_fit_verdict(gpu_memory, gpu_count)
+        verdict = ctx.first_fit_verdict(gpu_memory, gpu_count)
+        if verdict.refusal is not None:
+            return verdict
+        # Throughput is shown next to the price even when price alone decides.
+        tp, memory, _ = verdict.fitting[0]
+        return _ShapeVerdict(((tp, memory, ctx.throughput_for(gpu, memory)),))
     tps = _tp_choices(request, gpu_count)
     if isinstance(tps, str):
         return _ShapeVerdict(
@@ -675,8 +680,7 @@ def plan_deployment(
         notes.extend(
             f"left out {count} offers ({why})" for why, count in sorted(index.excluded_counts.items())
         )
-    if request.objective == "costPerToken":
-        notes.append(THROUGHPUT_NOTE)
+    notes.append(THROUGHPUT_NOTE)
 
     def no_choice(code: str, message: str, alternatives: tuple[Candidate, ...] = ()) -> Plan:
         return Plan(
