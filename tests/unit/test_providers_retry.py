@@ -175,3 +175,31 @@ def test_build_provider_validates_and_wraps() -> None:
         build_provider("runpod", None, "", "c1")
     with pytest.raises(InvalidRequestError, match="unknown provider type"):
         build_provider("aws", None, "k", "c1")
+
+
+def test_bootstrap_renders_claim_variables_and_leaves_shell_alone() -> None:
+    from gpupool.providers.bootstrap import DEFAULT_USER_DATA_TEMPLATE, render_user_data
+
+    request = LaunchRequest(
+        "default-x7k2p",
+        "uid-1",
+        "prod",
+        "us-east-1",
+        "gpu_1x_h100_sxm5",
+        labels={"gpupool.dev/pool": "default"},
+        taints=(("team", "ml", "NoExecute"),),
+    )
+    script = render_user_data(
+        "#!/bin/sh\necho $HOME ${GPUPOOL_CLAIM_NAME} ${GPUPOOL_NODE_TAINTS} ${GPUPOOL_UNKNOWN}\n", request
+    )
+    assert (
+        "echo $HOME default-x7k2p nvidia.com/gpu=present:NoSchedule,team=ml:NoExecute ${GPUPOOL_UNKNOWN}"
+        in script
+    )
+    full = render_user_data(
+        DEFAULT_USER_DATA_TEMPLATE,
+        request,
+        extra={"GPUPOOL_API_SERVER": "10.0.0.1:6443", "GPUPOOL_JOIN_TOKEN": "abcdef.0123456789abcdef"},
+    )
+    assert 'apiServerEndpoint: "10.0.0.1:6443"' in full
+    assert "gpupool.dev/claim-uid=uid-1" in full and "gpupool.dev/pool=default" in full

@@ -135,6 +135,15 @@ async def test_get_list_and_delete(world: World) -> None:
         await mine.get("does-not-exist")
 
 
+async def test_pool_labels_and_taints_reach_the_node(world: World) -> None:
+    instance = await world.provider().create(request(taints=(("team", "ml", "NoExecute"),)))
+    await world.boot()
+    node = world.nodes.nodes[f"simcloud-{instance.id}"]
+    assert node["metadata"]["labels"]["gpupool.dev/pool"] == "default"
+    assert node["metadata"]["labels"]["gpupool.dev/claim"] == "default-x7k2p"
+    assert {"key": "team", "value": "ml", "effect": "NoExecute"} in node["spec"]["taints"]
+
+
 async def test_create_after_termination_launches_anew_only_with_a_new_uid(world: World) -> None:
     provider = world.provider()
     first = await provider.create(request())

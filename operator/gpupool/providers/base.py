@@ -54,10 +54,11 @@ class ProviderOffer:
 class LaunchRequest:
     """Everything a cloud needs to launch one instance for one GpuNodeClaim.
 
-    `claim_uid` is the idempotency key: a second create with the same UID returns the instance the
-    first one launched. `labels` are the node labels the operator wants (the pool and claim labels);
-    they travel as tags so that they survive on the cloud side. `max_price` is the hourly ceiling
-    (the bid, for spot on clouds that take one); None means the offer's list price."""
+        `claim_uid` is the idempotency key: a second create with the same UID returns the instance the
+        first one launched. `labels` are the node labels the operator wants (the pool and claim labels);
+        they travel as tags so that they survive on the cloud side; `taints` are the pool's node taints
+    (simcloud applies both itself; real clouds get them through the bootstrap script). `max_price` is the hourly ceiling
+        (the bid, for spot on clouds that take one); None means the offer's list price."""
 
     claim_name: str
     claim_uid: str
@@ -71,6 +72,8 @@ class LaunchRequest:
     max_price: float | None = None
     user_data: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    # The pool's node taints as (key, value, effect); the GPU taint is always added by the node side.
+    taints: tuple[tuple[str, str, str], ...] = ()
 
     def tags(self) -> dict[str, str]:
         """The canonical ownership tags plus the requested labels (ownership tags win)."""

@@ -150,6 +150,7 @@ class SimCloudProvider:
             "capacityType": request.capacity_type,
             "userData": request.user_data,
             "tags": request.tags(),
+            "taints": [{"key": k, "value": v, "effect": e} for k, v, e in request.taints],
         }
         if request.max_price is not None:
             payload["maxPrice"] = request.max_price
