@@ -190,7 +190,13 @@ def cel_regex(pattern: str) -> str:
 
 
 def matches(pattern: str, value: str) -> bool:
-    """Python's view of an OpenAPI/CEL pattern: anchored patterns, searched like RE2 does."""
+    """Whether `value` matches an OpenAPI/CEL pattern exactly as RE2 decides.
+
+    RE2's `$` matches only at the very end, Python's also before a final newline, so
+    a trailing `$` becomes `\\Z` here: "team\\n" is no label key on either side.
+    """
+    if pattern.endswith("$"):
+        pattern = pattern[:-1] + r"\Z"
     return re.search(pattern, value) is not None
 
 
