@@ -86,18 +86,24 @@ _DEFAULT_HEAD_DIM = 128
 
 
 def estimate_params_b(
-    layers: int, hidden_size: int, vocab_size: int | None, intermediate_size: int | None = None
+    layers: int,
+    hidden_size: int,
+    vocab_size: int | None,
+    intermediate_size: int | None = None,
+    *,
+    kv_fraction: float = 1.0,
 ) -> float:
     """Dense transformer parameters from its shapes, in billions (embeddings counted twice, untied).
 
-    Without the MLP width, the classic 12·L·h² (4h² attention + 8h² MLP) is used.
+    Attention is Q and O (h² each) plus K and V (h² each, scaled by kv_heads / heads for GQA); the
+    MLP is gated (3·h·intermediate); when its width is unknown it is taken as 3.5·h (Llama, Qwen and
+    phi-4 use 3.5·h), which errs on the large side for narrower models: safer for memory sizing.
     """
-    if intermediate_size:
-        per_layer = 4 * hidden_size * hidden_size + 3 * hidden_size * intermediate_size
-    else:
-        per_layer = 12 * hidden_size * hidden_size
+    attention = (2 + 2 * kv_fraction) * hidden_size * hidden_size
+    width = intermediate_size or 3.5 * hidden_size
+    mlp = 3 * hidden_size * width
     embeddings = 2 * (vocab_size or 0) * hidden_size
-    return (layers * per_layer + embeddings) / 1e9
+    return (layers * (attention + mlp) + embeddings) / 1e9
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -140,7 +146,11 @@ def _complete(
         if hidden_size is None:
             raise UnknownModel(f"{name}: neither the parameter count nor the hidden size is known")
         params_b = estimate_params_b(
-            layers, hidden_size, rest.get("vocab_size"), rest.pop("intermediate_size", None)
+            layers,
+            hidden_size,
+            rest.get("vocab_size"),
+            rest.pop("intermediate_size", None),
+            kv_fraction=kv_heads * head_dim / hidden_size,
         )
         assumptions.append(f"parameter count {params_b:.2f}B estimated from the layer shapes")
     rest.pop("intermediate_size", None)

@@ -565,7 +565,8 @@ def _judge_shape(ctx: _Context, gpu: str, gpu_memory: float, gpu_count: int) -> 
             return (per_token, instances, tp)
         return (instances, 0.0, tp)
 
-    return _ShapeVerdict((min(fitting, key=rank),))
+    # Best first; a group falls back to the next option when the best one breaks a limit.
+    return _ShapeVerdict(tuple(sorted(fitting, key=rank)))
 
 
 def _evaluate_group(
@@ -611,21 +612,29 @@ def _evaluate_group(
             provider=group.provider,
         )
 
-    # Price is a constant factor within a group, so the best tp per shape was chosen in _judge_shape.
-    tp, memory, throughput = verdict.fitting[0]
-    instances = -(-request.replicas // (group.gpu_count // tp))
-    cost = instances * price
-    per_token = (
-        cost_per_million_tokens(cost, throughput.tokens_per_second * request.replicas) if throughput else None
-    )
+    # Price is a constant factor within a group, so _judge_shape already ranked the tp options.
     refusal: str | None = None
     reason: str | None = None
+    first: tuple[int, MemoryEstimate, ThroughputEstimate | None, int, float, str | None] | None = None
+    for tp, memory, throughput in verdict.fitting:
+        instances = -(-request.replicas // (group.gpu_count // tp))
+        cost = instances * price
+        over = _over_limits(request, pool, instances, instances * group.gpu_count, cost)
+        if first is None:
+            first = (tp, memory, throughput, instances, cost, over)
+        if over is None:
+            break
+    else:
+        assert first is not None
+        tp, memory, throughput, instances, cost, over = first
     if usable is None:
         refusal = UNAVAILABLE
         reason = f"capacity error; unavailable until {unavailable.until.get((shown.key, capacity))}"
-    else:
-        reason = _over_limits(request, pool, instances, instances * group.gpu_count, cost)
-        refusal = BUDGET_EXCEEDED if reason is not None else None
+    elif over is not None:
+        refusal, reason = BUDGET_EXCEEDED, over
+    per_token = (
+        cost_per_million_tokens(cost, throughput.tokens_per_second * request.replicas) if throughput else None
+    )
     return Candidate(
         shape=Shape(group.gpu, group.gpu_memory_gib, tp, tp),
         offer=shown,

@@ -1,0 +1,191 @@
+"""The offer catalog: the shipped snapshot loads whole, names are normalized, caveats are handled visibly."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from gpupool.catalog import (
+    GCP_GPU_ONLY,
+    PLACEHOLDER_PRICE,
+    Offer,
+    Unavailable,
+    apply_discounts,
+    gpu_specs,
+    load_offers_csv,
+    load_shipped_offers,
+    normalize_gpu_name,
+    parse_offers_csv,
+    placeable,
+    spec_for,
+)
+
+HEADER = "provider,region,zone,instance_type,gpu,gpu_count,gpu_memory_gib,vcpus,memory_gib,price_hour,spot_price_hour\n"
+
+
+@pytest.fixture(scope="module")
+def offers() -> list[Offer]:
+    return load_shipped_offers()
+
+
+def test_every_source_row_becomes_one_offer_with_a_unique_key(offers: list[Offer]) -> None:
+    assert len(offers) == 2723
+    assert len({o.key for o in offers}) == len(offers)
+    assert len(Counter(o.provider for o in offers)) == 16
+
+
+def test_shipped_offers_are_cached_but_returned_as_fresh_lists(offers: list[Offer]) -> None:
+    again = load_shipped_offers()
+    assert again == offers
+    assert again is not offers
+    assert again[0] is offers[0]
+
+
+def test_price_by_capacity_type() -> None:
+    offer = Offer("x", "r", "", "t", "H100", 8, 80, 1, 1, on_demand_price=20.0, spot_price=None)
+    assert offer.price("on-demand") == 20.0
+    assert offer.price("spot") is None
+    assert offer.price_per_gpu("on-demand") == 2.5
+    assert offer.key == "x/r//t/H100/8"
+    with pytest.raises(ValueError, match="capacity type"):
+        offer.price("reserved")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("source", "memory", "provider", "instance_type", "expected"),
+    [
+        ("A100", 40, "aws", "p4d.24xlarge", "A100"),
+        ("A100", 80, "cudo", "epyc-genoa-a100-pcie_1x12v24gb", "A100-80GB-PCIe"),
+        ("A100", 80, "seeweb", "ECS1GPU3", "A100-80GB"),
+        ("A100-80GB-SXM", None, "runpod", "1x_A100-80GB-SXM_SECURE", "A100-80GB"),
+        ("A100-80GB", None, "runpod", "1x_A100-80GB_SECURE", "A100-80GB-PCIe"),
+        ("H100", None, "runpod", "1x_H100_SECURE", "H100-PCIe"),
+        ("H100-SXM", None, "runpod", "1x_H100-SXM_SECURE", "H100"),
+        ("H100", 80, "lambda", "gpu_1x_h100_pcie", "H100-PCIe"),
+        ("H100", 80, "lambda", "gpu_1x_h100_sxm5", "H100"),
+        ("H100-MEGA", 80, "gcp", "", "H100"),
+        ("H100-80G-PCIe-NVLink", 80, "hyperstack", "n3-H100x8-NVLink", "H100-PCIe"),
+        ("H100", 93.58, "vast", "1x-H100_NVL-32-65536", "H100-NVL"),
+        ("A6000", 48, "lambda", "gpu_1x_a6000", "RTX-A6000"),
+        ("RTXA6000", None, "runpod", "x", "RTX-A6000"),
+        ("RTX6000Ada", 48, "shadeform", "x", "RTX-6000-Ada"),
+        ("RTX6000", 24, "lambda", "gpu_1x_rtx6000", "RTX-6000"),
+        ("RTX4090", 47.99, "vast", "x", "RTX-4090-48GB"),
+        ("RTX4090", 23.99, "vast", "x", "RTX-4090"),
+        ("GAUDI2", 96, "shadeform", "x", "Gaudi2"),
+        ("RTX PRO 6000 96GB", None, "seeweb", "x", "RTX-PRO-6000"),
+        ("Brand New GPU", None, "x", "x", "Brand-New-GPU"),
+    ],
+)
+def test_gpu_names_are_normalized_by_name_memory_and_instance_hint(
+    source: str, memory: float | None, provider: str, instance_type: str, expected: str
+) -> None:
+    assert normalize_gpu_name(source, memory, provider=provider, instance_type=instance_type) == expected
+
+
+def test_one_name_per_gpu_model_and_memory_size(offers: list[Offer]) -> None:
+    # Every normalized name keeps its memory within 15 % of one size (usable vs marketed memory).
+    sizes: dict[str, list[float]] = {}
+    for offer in offers:
+        sizes.setdefault(offer.gpu, []).append(offer.gpu_memory_gib)
+    for name, values in sizes.items():
+        assert max(values) <= min(values) * 1.15, (name, sorted(set(values)))
+    assert {"A100", "A100-80GB", "H100", "H100-PCIe", "L40S", "RTX-A6000"} <= set(sizes)
+
+
+def test_gcp_rows_are_kept_but_marked_gpu_only_and_not_placeable(offers: list[Offer]) -> None:
+    gcp = [o for o in offers if o.provider == "gcp"]
+    assert len(gcp) == 690
+    assert all(o.exclusion == GCP_GPU_ONLY for o in gcp)
+    assert all(o.instance_type.startswith("accelerator:") for o in gcp)
+    assert not any(o.provider == "gcp" for o in placeable(offers))
+    # A3 High and A3 Mega in the same zone stay two offers.
+    zone = [o for o in gcp if o.zone == "us-central1-a" and o.gpu == "H100" and o.gpu_count == 8]
+    assert {o.source_gpu for o in zone} == {"H100", "H100-MEGA"}
+
+
+def test_mithril_placeholder_prices_are_excluded(offers: list[Offer]) -> None:
+    mithril = [o for o in offers if o.provider == "mithril"]
+    assert mithril
+    assert all(o.exclusion == PLACEHOLDER_PRICE for o in mithril)
+
+
+def test_azure_nd96isr_h100_is_fixed_to_8_gpus_with_a_note(offers: list[Offer]) -> None:
+    nd = [o for o in offers if o.instance_type == "Standard_ND96isr_H100_v5"]
+    assert nd
+    assert all(o.gpu_count == 8 for o in nd)
+    assert all(any("12" in note for note in o.notes) for o in nd)
+
+
+def test_runpod_host_ram_is_unknown_and_gpu_memory_comes_from_the_spec_sheet(offers: list[Offer]) -> None:
+    runpod = [o for o in offers if o.provider == "runpod"]
+    assert all(o.memory_gib is None for o in runpod)
+    h100 = next(o for o in runpod if o.instance_type == "1x_H100-SXM_SECURE")
+    assert h100.gpu_memory_gib == 80
+    assert any("spec sheet" in note for note in h100.notes)
+
+
+def test_vast_placeholder_host_figures_are_dropped(offers: list[Offer]) -> None:
+    vast = [o for o in offers if o.provider == "vast"]
+    assert vast
+    assert all(o.vcpus is None and o.memory_gib is None for o in vast)
+
+
+def test_aws_usable_memory_is_kept_as_reported(offers: list[Offer]) -> None:
+    a10g = next(o for o in offers if o.instance_type == "g5.xlarge")
+    assert a10g.gpu == "A10G"
+    assert a10g.gpu_memory_gib == pytest.approx(22.35)
+
+
+def test_arm_hosts_are_marked(offers: list[Offer]) -> None:
+    assert next(o for o in offers if o.instance_type.startswith("g5g.")).cpu_arch == "arm64"
+    assert next(o for o in offers if o.gpu == "GH200").cpu_arch == "arm64"
+    assert next(o for o in offers if o.instance_type == "p5.48xlarge").cpu_arch == "x86_64"
+
+
+def test_gpu_specs_cover_every_gpu_in_the_catalog(offers: list[Offer]) -> None:
+    missing = {o.gpu for o in offers} - set(gpu_specs())
+    assert not missing
+    h100 = spec_for("H100")
+    assert h100 is not None and h100.memory_bandwidth_gbs == 3350 and h100.nvlink
+    k80 = spec_for("K80")
+    assert k80 is not None and not k80.vllm_supported
+
+
+def test_load_offers_csv_reads_a_user_file(tmp_path: Path) -> None:
+    path = tmp_path / "offers.csv"
+    path.write_text(
+        HEADER
+        + "sim,us-east-1,,sim.h100x8,H100,8,80,96,1000,20,6\n"
+        + "sim,us-east-1,,sim.h100x8,H100,8,80,96,1000,21,7\n"  # duplicate key: first kept
+        + "sim,us-east-1,,sim.none,,1,,,,1,\n",  # no GPU: skipped
+        encoding="utf-8",
+    )
+    offers = load_offers_csv(path)
+    assert len(offers) == 1
+    assert offers[0].on_demand_price == 20 and offers[0].spot_price == 6
+    assert parse_offers_csv(path.read_text(encoding="utf-8")) == offers
+
+
+def test_discounts_apply_per_provider_and_are_noted() -> None:
+    offers = parse_offers_csv(HEADER + "a,r,,t,H100,1,80,8,64,10,4\nb,r,,t,H100,1,80,8,64,10,\n")
+    discounted = apply_discounts(offers, {"a": 20})
+    assert discounted[0].on_demand_price == pytest.approx(8.0)
+    assert discounted[0].spot_price == pytest.approx(3.2)
+    assert any("20 % negotiated discount" in n for n in discounted[0].notes)
+    assert discounted[1] == offers[1]
+    with pytest.raises(ValueError, match=r"0\.\.95"):
+        apply_discounts(offers, {"a": 99})
+
+
+def test_unavailable_marks_expire_and_are_per_capacity_type() -> None:
+    marks = Unavailable().mark("k", "spot", until=100.0)
+    assert marks.is_unavailable("k", "spot", now=50.0)
+    assert not marks.is_unavailable("k", "on-demand", now=50.0)
+    assert not marks.is_unavailable("k", "spot", now=100.0)
+    # A later mark extends, an earlier one does not shorten.
+    assert marks.mark("k", "spot", 200.0).is_unavailable("k", "spot", 150.0)
+    assert marks.mark("k", "spot", 10.0).is_unavailable("k", "spot", 50.0)
+    assert marks.expired_removed(150.0).until == {}
