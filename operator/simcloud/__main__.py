@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(env("SIMCLOUD_INTERRUPT_GRACE", "30")),
         help="seconds from a spot interruption notice to termination (default 30)",
     )
+    parser.add_argument(
+        "--capacity-per-offer",
+        type=int,
+        default=int(env("SIMCLOUD_CAPACITY_PER_OFFER", "0")),
+        help="machines of each offer that can be rented at once; more fail with insufficient-capacity (0: no limit)",
+    )
     parser.add_argument("--tick", type=float, default=0.5, help="seconds between boot/terminate passes")
     parser.add_argument(
         "--sources",
@@ -95,7 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     nodes: NodeWriter = MemoryNodeWriter() if args.no_kube else KubeNodeWriter(args.kubeconfig)
     store = InstanceStore(args.db)
-    cloud = SimCloud(store, offers, nodes, boot_delay=args.boot_delay, interrupt_grace=args.interrupt_grace)
+    cloud = SimCloud(
+        store,
+        offers,
+        nodes,
+        boot_delay=args.boot_delay,
+        interrupt_grace=args.interrupt_grace,
+        capacity_per_offer=args.capacity_per_offer,
+    )
     app = create_app(
         cloud, FaultBook(args.seed), api_key=os.environ.get(args.api_key_env, ""), tick_interval=args.tick
     )

@@ -185,7 +185,7 @@ def create_app(
         await gate(request)
         region = request.query_params.get("region")
         data = [
-            offer_json(o, not book.unavailable(offer_names(o)))
+            offer_json(o, not book.unavailable(offer_names(o)) and not cloud.sold_out(o))
             for o in cloud.offers
             if region is None or o.region == region
         ]

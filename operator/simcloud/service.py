@@ -65,6 +65,7 @@ class SimCloud:
         *,
         boot_delay: float = 5.0,
         interrupt_grace: float = 30.0,
+        capacity_per_offer: int = 0,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
     ) -> None:
@@ -73,6 +74,7 @@ class SimCloud:
         self.nodes = nodes
         self.boot_delay = boot_delay
         self.interrupt_grace = interrupt_grace
+        self.capacity_per_offer = capacity_per_offer
         self.clock = clock
         self._new_id = new_id
         self._by_place: dict[tuple[str, str], list[Offer]] = {}
@@ -86,6 +88,18 @@ class SimCloud:
         if zone:
             candidates = [o for o in candidates if o.zone == zone]
         return candidates[0] if candidates else None
+
+    def live_count(self, offer_key: str) -> int:
+        return sum(
+            1
+            for i in self.store.all(states=("pending", "running", "terminating"))
+            if i.offer_key == offer_key
+        )
+
+    def sold_out(self, offer: Offer) -> bool:
+        """Whether the offer's machines are all rented (only with a finite capacity per offer):
+        terminating machines still count, as a real cloud frees them only once they are gone."""
+        return self.capacity_per_offer > 0 and self.live_count(offer.key) >= self.capacity_per_offer
 
     # --- instances ----------------------------------------------------------------------------
 
@@ -118,6 +132,12 @@ class SimCloud:
             existing = self.store.by_client_token(spec.client_token)
             if existing is not None:
                 return existing, False
+        if self.sold_out(offer):
+            raise SimError(
+                409,
+                "insufficient-capacity",
+                f"all {self.capacity_per_offer} {offer.instance_type} in {offer.region} are rented",
+            )
         price = offer.price(spec.capacity_type)  # type: ignore[arg-type]
         assert price is not None  # validate() checked
         if spec.max_price is not None and spec.max_price < price:

@@ -291,6 +291,22 @@ async def test_api_key_is_required_when_configured(make_sim: Callable[..., Sim])
     await s.close()
 
 
+async def test_capacity_per_offer_sells_out_and_frees_on_termination(tmp_path: Path) -> None:
+    s = Sim(tmp_path / "cap.sqlite")
+    s.cloud.capacity_per_offer = 2
+    first = (await s.launch()).json()["data"]["id"]
+    assert (await s.launch()).status_code == 201
+    refused = await s.launch()
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "insufficient-capacity"
+    types = (await s.http.get("/v1/instance-types", params={"region": "lambda-us-east-1"})).json()["data"]
+    assert {o["instanceType"]: o["available"] for o in types}["gpu_1x_h100_sxm5"] is False
+    await s.http.delete(f"/v1/instances/{first}")
+    assert (await s.launch()).status_code == 409  # still terminating: the machine is not free yet
+    await s.advance(0.5)
+    assert (await s.launch()).status_code == 201
+    await s.close()
+
+
 def test_node_manifest_shape() -> None:
     instance = SimInstance(
         id="abc123",

@@ -249,7 +249,8 @@ class RunPodProvider:
         else:  # EXITED: stopped; for a node that is as good as gone
             state = InstanceState.TERMINATING
         tags = {TAG_CLUSTER: self.cluster_name, TAG_CLAIM_UID: claim_uid} if claim_uid else {}
-        gpu = str((pod.get("machine") or {}).get("gpuDisplayName") or "")
+        display = str((pod.get("machine") or {}).get("gpuDisplayName") or "")
+        gpu = normalize_gpu_name(display, provider="runpod") if display else ""
         count = int(pod.get("gpuCount") or 0)
         cost = pod.get("costPerHr")
         return Instance(
