@@ -167,12 +167,15 @@ def create_app(
     tests pass None and call `cloud.tick()` (or POST /admin/tick) themselves."""
     book = faults if faults is not None else FaultBook()
 
-    async def gate(request: Request, names: frozenset[str] | None = None) -> None:
-        """Auth, then the faults every API call is subject to (latency, random errors)."""
+    def authorize(request: Request) -> None:
         if api_key:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
                 raise SimError(401, "unauthorized", "missing or invalid API key")
+
+    async def gate(request: Request, names: frozenset[str] | None = None) -> None:
+        """Auth, then the faults every API call is subject to (latency, random errors)."""
+        authorize(request)
         verdict = book.judge(names or frozenset({"*"}))
         if verdict.latency_ms:
             await asyncio.sleep(verdict.latency_ms / 1000)
@@ -192,6 +195,7 @@ def create_app(
         return JSONResponse({"data": data})
 
     async def launch(request: Request) -> Response:
+        authorize(request)  # before parsing: an unauthenticated caller learns nothing about its body
         body = await _json_body(request)
         spec = _launch_spec(body)
         offer = cloud.find_offer(spec.region, spec.instance_type, spec.zone)

@@ -286,6 +286,9 @@ async def test_api_key_is_required_when_configured(make_sim: Callable[..., Sim])
     s = make_sim(api_key="s3cret")
     denied = await s.http.get("/v1/instances")
     assert denied.status_code == 401 and denied.json()["error"]["code"] == "unauthorized"
+    assert (await s.http.post("/v1/instances", content=b"not json")).status_code == 401
+    wrong = await s.http.post("/v1/instances", json=H100, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and s.cloud.list_instances() == []
     allowed = await s.http.get("/v1/instances", headers={"Authorization": "Bearer s3cret"})
     assert allowed.status_code == 200
     await s.close()
