@@ -1,0 +1,190 @@
+"""One reconcile of a GpuNodeClaim: look at where it is, take the next step, write the status.
+
+Level-triggered: it runs on creation and then on a short timer, reads the claim, the cloud
+and the Node afresh each time, and never assumes the previous call finished. Phases, in
+order: Pending (written by the pool) -> Launched (the cloud accepted; instance id recorded)
+-> Registered (its Node joined; labelled and tainted) -> Ready (the Node is Ready). A claim
+that cannot get there (no capacity, launch timeout, instance vanished, spot interruption)
+is deleted, and its finalizer cleans up; the pool then asks again for its pods.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from gpupool.controllers.conditions import now_stamp, put_condition, seconds
+from gpupool.controllers.kube import Kube, NotFound
+from gpupool.controllers.nodeclaim.launch import launch_request, node_labels
+from gpupool.controllers.nodeclaim.registration import NodeInfo, node_patch, taints_flag
+from gpupool.controllers.state import OperatorState
+from gpupool.providers.base import Instance, InstanceState
+from gpupool.providers.errors import (
+    AuthError,
+    CapacityError,
+    InvalidRequestError,
+    NotFoundError,
+    ProviderError,
+    QuotaError,
+)
+
+log = logging.getLogger(__name__)
+
+# How often the cloud is asked about an instance whose node is Ready (spot notices, vanishing).
+READY_CHECK_SECONDS = 10.0
+
+
+class GiveUp(Exception):
+    """The claim cannot become a node: delete it so the pool tries another offer."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _age_seconds(stamp: str | None) -> float:
+    if not stamp:
+        return 0.0
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (datetime.now(UTC) - moment).total_seconds()
+
+
+def _condition(
+    status: dict[str, Any], claim: Mapping[str, Any], type_: str, ok: bool, reason: str, message: str
+) -> None:
+    put_condition(status, type_, ok, reason, message, claim["metadata"].get("generation", 1))
+
+
+async def _pool(kube: Kube, name: str) -> dict[str, Any]:
+    try:
+        return await kube.get_cluster_object("gpupools", name)
+    except NotFound:
+        return {"spec": {}}
+
+
+async def reconcile_claim(
+    claim: Mapping[str, Any], state: OperatorState, nodes: Mapping[str, NodeInfo]
+) -> dict[str, Any]:
+    """Take the claim one step further. Returns the new status; raises GiveUp to abandon it."""
+    status: dict[str, Any] = dict(claim.get("status") or {})
+    status.setdefault("conditions", [])
+    status["observedGeneration"] = claim["metadata"].get("generation", 1)
+    offer = claim["spec"]["offer"]
+    handle = state.providers.get(offer["provider"])
+    if handle is None:
+        status["phase"] = status.get("phase") or "Pending"
+        _condition(
+            status,
+            claim,
+            "Launched",
+            False,
+            "ProviderNotReady",
+            f"GpuProvider {offer['provider']!r} is not known or not ready yet",
+        )
+        return status
+    pool = await _pool(state.kube, claim["spec"]["pool"])
+    pool_spec = pool.get("spec") or {}
+    taints = list(pool_spec.get("taints") or [])
+
+    if not status.get("instanceId"):
+        request = launch_request(
+            claim,
+            cluster_name=state.cluster_name,
+            pool_labels=pool_spec.get("labels") or {},
+            taints=taints_flag(taints),
+            user_data_template=handle.user_data_template,
+        )
+        status["phase"] = "Launching"
+        try:
+            launched = await handle.client.create(request)
+        except (CapacityError, QuotaError) as error:
+            state.mark_unavailable(_offer_key(offer), offer["capacityType"])
+            reason = "InsufficientCapacity" if isinstance(error, CapacityError) else "QuotaExceeded"
+            raise GiveUp(reason, str(error)) from error
+        except (AuthError, InvalidRequestError) as error:
+            # No retry will fix these; keep the pods moving to other offers meanwhile.
+            state.mark_unavailable(_offer_key(offer), offer["capacityType"])
+            reason = "AuthFailed" if isinstance(error, AuthError) else "InvalidRequest"
+            raise GiveUp(reason, str(error)) from error
+        except ProviderError as error:  # transient after retries: try again next tick
+            _condition(status, claim, "Launched", False, "LaunchRetrying", str(error))
+            return status
+        status.update(
+            phase="Launched",
+            instanceId=launched.id,
+            providerID=launched.provider_id,
+            launchedAt=now_stamp(),
+        )
+        _condition(
+            status,
+            claim,
+            "Launched",
+            True,
+            "Launched",
+            f"instance {launched.id} launched at {offer['provider']} in {offer['region']}",
+        )
+        return status
+
+    # Launched: the instance must still exist, and not be on its way out. A Ready claim
+    # asks the cloud less often, to stay within its rate limits.
+    instance: Instance | None = None
+    moment = time.monotonic()
+    uid = claim["metadata"]["uid"]
+    if status.get("phase") != "Ready" or moment - state.instance_checked.get(uid, 0.0) >= READY_CHECK_SECONDS:
+        state.instance_checked[uid] = moment
+        try:
+            instance = await handle.client.get(status["instanceId"])
+        except NotFoundError as error:
+            raise GiveUp("InstanceVanished", f"instance {status['instanceId']} no longer exists") from error
+        except ProviderError:
+            instance = None
+    if instance is not None:
+        if instance.state in (InstanceState.TERMINATING, InstanceState.TERMINATED):
+            raise GiveUp("InstanceTerminated", f"instance {instance.id} is {instance.state.value}")
+        if instance.interruption_at is not None:
+            raise GiveUp(
+                "SpotInterrupted",
+                f"instance {instance.id} gets a spot interruption at {instance.interruption_at.isoformat()}",
+            )
+
+    node = nodes.get(status["providerID"])
+    if node is None:
+        if status.get("nodeName"):
+            raise GiveUp("NodeVanished", f"node {status['nodeName']} was deleted")
+        timeout = seconds((pool_spec.get("disruption") or {}).get("launchTimeout") or "10m")
+        if _age_seconds(status.get("launchedAt")) > timeout:
+            state.mark_unavailable(_offer_key(offer), offer["capacityType"])
+            raise GiveUp(
+                "RegistrationTimeout",
+                f"no Node registered for instance {status['instanceId']} within {timeout:.0f}s",
+            )
+        _condition(
+            status, claim, "Registered", False, "AwaitingNode", "waiting for the instance's Node to join"
+        )
+        return status
+
+    patch = node_patch(node, node_labels(claim, pool_spec.get("labels") or {}), taints)
+    if patch is not None:
+        await state.kube.patch_node(node.name, patch)
+    if not status.get("nodeName"):
+        status.update(phase="Registered", nodeName=node.name, registeredAt=now_stamp())
+        _condition(status, claim, "Registered", True, "Registered", f"node {node.name} registered")
+    if node.ready:
+        status["phase"] = "Ready"
+        _condition(status, claim, "Ready", True, "NodeReady", f"node {node.name} is Ready")
+    else:
+        status["phase"] = "Registered"
+        _condition(status, claim, "Ready", False, "NodeNotReady", f"node {node.name} is not Ready")
+    return status
+
+
+def _offer_key(offer: Mapping[str, Any]) -> str:
+    """The catalog key of the claim's offer (see gpupool.catalog.Offer.key)."""
+    return (
+        f"{offer['provider']}/{offer['region']}/{offer.get('zone', '')}/{offer['instanceType']}"
+        f"/{offer['gpu']}/{offer['gpuCount']}"
+    )

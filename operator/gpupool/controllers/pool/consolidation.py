@@ -1,0 +1,37 @@
+"""Consolidation: a node that has held no GPU pod for `consolidateAfter` is given back.
+
+Only empty nodes are removed for now (Karpenter's "empty" consolidation); replacing an
+underused node by a cheaper one is not done yet. Nothing is removed while the pool has
+pending pods, since an empty node may be exactly where the scheduler is about to put one.
+The empty-since clock is in memory: a restart only makes the operator more patient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def consolidation_candidates(
+    claims: Sequence[Mapping[str, Any]],
+    gpus_by_node: Mapping[str, int],
+    empty_since: Mapping[str, float],
+    now: float,
+    consolidate_after: float,
+    pending_pods: int,
+) -> tuple[list[str], dict[str, float]]:
+    """Names of claims to delete, and the updated empty-since clock per node."""
+    clock: dict[str, float] = {}
+    doomed: list[str] = []
+    for claim in claims:
+        status = claim.get("status") or {}
+        node = status.get("nodeName")
+        if not node or status.get("phase") != "Ready" or claim["metadata"].get("deletionTimestamp"):
+            continue
+        if gpus_by_node.get(node, 0) > 0:
+            continue
+        since = empty_since.get(node, now)
+        clock[node] = since
+        if pending_pods == 0 and now - since >= consolidate_after:
+            doomed.append(claim["metadata"]["name"])
+    return doomed, clock

@@ -1,0 +1,29 @@
+"""What a pool holds and costs, summed from its claims and the GPU pods on their nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def pool_totals(claims: Sequence[Mapping[str, Any]], gpus_by_node: Mapping[str, int]) -> dict[str, Any]:
+    """Status fields: nodes and GPUs that have joined, GPUs in use, and the hourly cost of every
+    claim (a launching instance is already billed)."""
+    nodes = 0
+    gpus_total = 0
+    gpus_allocated = 0
+    cost = 0.0
+    for claim in claims:
+        offer = claim["spec"]["offer"]
+        cost += float(offer.get("pricePerHour") or 0)
+        node = (claim.get("status") or {}).get("nodeName")
+        if node:
+            nodes += 1
+            gpus_total += int(offer["gpuCount"])
+            gpus_allocated += min(gpus_by_node.get(node, 0), int(offer["gpuCount"]))
+    return {
+        "nodes": nodes,
+        "gpusTotal": gpus_total,
+        "gpusAllocated": gpus_allocated,
+        "costPerHour": round(cost, 4),
+    }

@@ -1,0 +1,1 @@
+"""The GpuProvider controller: a live client per cloud account, and its offers kept fresh."""
