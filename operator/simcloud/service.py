@@ -140,14 +140,14 @@ class SimCloud:
             )
         price = offer.price(spec.capacity_type)  # type: ignore[arg-type]
         assert price is not None  # validate() checked
-        if spec.max_price is not None and spec.max_price < price:
-            if spec.capacity_type == "spot":
-                raise SimError(
-                    409,
-                    "insufficient-capacity",
-                    f"no spot capacity at or below {spec.max_price}/h (now {price}/h)",
-                )
-            raise SimError(400, "invalid-request", f"maxPrice {spec.max_price} is below the price {price}")
+        # maxPrice is a spot bid ceiling, as on real spot markets; on-demand has a fixed price and
+        # ignores it (a caller may well send its discounted contract price).
+        if spec.capacity_type == "spot" and spec.max_price is not None and spec.max_price < price:
+            raise SimError(
+                409,
+                "insufficient-capacity",
+                f"no spot capacity at or below {spec.max_price}/h (now {price}/h)",
+            )
         now = self.clock()
         instance_id = self._new_id()
         instance = SimInstance(

@@ -191,8 +191,11 @@ async def test_spot_launch_bids_per_gpu() -> None:
     assert "podRentInterruptable(input:" in mutation and "bidPerGpu: 1.8" in mutation
     assert 'dataCenterId: "EU-RO-1"' in mutation
     assert instance.capacity_type == "spot"
-    with pytest.raises(InvalidRequestError, match="bid"):
-        await provider().create(launch_request(capacity_type="spot"))
+    # Without a ceiling the bid is the current spot price per GPU (1.75 for a secure H100).
+    await provider().create(launch_request(capacity_type="spot"))
+    assert "bidPerGpu: 1.75" in router.seen[-1]
+    with pytest.raises(InvalidRequestError, match="no spot"):
+        await provider().create(launch_request(instance_type="1x_H100_COMMUNITY", capacity_type="spot"))
 
 
 @respx.mock

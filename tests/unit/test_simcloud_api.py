@@ -276,6 +276,17 @@ async def test_invalid_launches_are_refused(sim: Sim) -> None:
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "invalid-request"
     spot_on_lambda = await sim.launch(capacityType="spot")
     assert spot_on_lambda.status_code == 400
+    # On-demand ignores maxPrice (a discounted contract price is no bid); spot treats it as a bid.
+    assert (await sim.launch(maxPrice=1.0)).status_code == 201
+    spot = {
+        "region": "aws-us-east-1",
+        "zone": "use1-az1",
+        "instanceType": "g5.xlarge",
+        "capacityType": "spot",
+    }
+    low_bid = await sim.http.post("/v1/instances", json={**spot, "maxPrice": 0.3})
+    assert low_bid.status_code == 409 and low_bid.json()["error"]["code"] == "insufficient-capacity"
+    assert (await sim.http.post("/v1/instances", json={**spot, "maxPrice": 0.5})).status_code == 201
     missing = await sim.http.post("/v1/instances", json={"region": "lambda-us-east-1"})
     assert missing.status_code == 400
     bad_fault = await sim.http.post("/admin/faults", json={"errorRate": 2})

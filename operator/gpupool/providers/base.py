@@ -54,11 +54,13 @@ class ProviderOffer:
 class LaunchRequest:
     """Everything a cloud needs to launch one instance for one GpuNodeClaim.
 
-        `claim_uid` is the idempotency key: a second create with the same UID returns the instance the
-        first one launched. `labels` are the node labels the operator wants (the pool and claim labels);
-        they travel as tags so that they survive on the cloud side; `taints` are the pool's node taints
-    (simcloud applies both itself; real clouds get them through the bootstrap script). `max_price` is the hourly ceiling
-        (the bid, for spot on clouds that take one); None means the offer's list price."""
+    `claim_uid` is the idempotency key: a second create with the same UID returns the instance the
+    first one launched. `labels` are the node labels the operator wants (the pool and claim labels);
+    they travel as tags so that they survive on the cloud side. `taints` are the pool's node taints
+    (simcloud applies labels and taints itself; real clouds get them through the bootstrap script).
+    `max_price` is a spot bid ceiling for the whole instance, compared with the cloud's LIST price,
+    so it must never be a discounted price; None bids the current spot price. On-demand launches
+    ignore it."""
 
     claim_name: str
     claim_uid: str

@@ -223,6 +223,7 @@ class RunPodProvider:
             provider=name, base_url=endpoint, api_key=api_key, map_error=map_runpod_http_error, client=client
         )
         self._gpu_ids: dict[str, str] = {}
+        self._spot_per_gpu: dict[tuple[str, str], float] = {}
 
     def __repr__(self) -> str:
         return f"RunPodProvider(name={self.name!r}, cluster={self.cluster_name!r}, api={self._api!r})"
@@ -271,7 +272,11 @@ class RunPodProvider:
         gpu_types = data.get("gpuTypes") or []
         offers = offers_from_gpu_types(self.name, gpu_types)
         for provider_offer in offers:
-            self._gpu_ids[slug(provider_offer.offer.gpu)] = provider_offer.offer.source_gpu
+            offer = provider_offer.offer
+            self._gpu_ids[slug(offer.gpu)] = offer.source_gpu
+            count, gpu_slug, cloud = parse_instance_type(offer.instance_type)
+            if offer.spot_price is not None:
+                self._spot_per_gpu[(gpu_slug, cloud)] = offer.spot_price / count
         for gpu_type in gpu_types:
             self._gpu_ids[slug(str(gpu_type["id"]))] = str(gpu_type["id"])
         return offers
@@ -316,13 +321,17 @@ class RunPodProvider:
         if region and region != ANY_REGION:
             pod_input["countryCode" if re.fullmatch(r"[A-Z]{2}", region) else "dataCenterId"] = region
         if request.capacity_type == "spot":
-            if request.max_price is None:
+            if request.max_price is not None:
+                bid = request.max_price / count
+            elif (gpu_slug, cloud) in self._spot_per_gpu:
+                bid = self._spot_per_gpu[(gpu_slug, cloud)]  # the current spot price, from the last listing
+            else:
                 raise InvalidRequestError(
-                    "a RunPod spot launch needs a bid: set max_price (per instance)",
-                    code="bid-required",
+                    f"RunPod sells no spot {gpu_slug} in {cloud} cloud",
+                    code="no-spot-price",
                     provider=self.name,
                 )
-            pod_input["bidPerGpu"] = round(request.max_price / count, 4)
+            pod_input["bidPerGpu"] = round(bid, 4)
             mutation = "podRentInterruptable"
         else:
             mutation = "podFindAndDeployOnDemand"
