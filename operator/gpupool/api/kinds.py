@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel
-
-from gpupool.api.base import CATEGORY, GROUP, VERSION, Rule
+from gpupool.api.base import CATEGORY, GROUP, VERSION, Rule, WireModel
 
 READY_JSON_PATH = '.status.conditions[?(@.type=="Ready")].status'
 
@@ -55,8 +53,8 @@ class KindInfo:
     short_names: tuple[str, ...]
     scope: Literal["Cluster", "Namespaced"]
     description: str
-    spec_model: type[BaseModel]
-    status_model: type[BaseModel]
+    spec_model: type[WireModel]
+    status_model: type[WireModel]
     printer_columns: tuple[PrinterColumn, ...]
     # Spec defaults to {} when the kind is usable with every field defaulted.
     spec_optional: bool = False

@@ -13,6 +13,7 @@ Imported by tests only; it needs hypothesis, a dev dependency.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from hypothesis import strategies as st
@@ -119,6 +120,10 @@ def _string(node: Mapping[str, Any]) -> st.SearchStrategy[str]:
     pattern = node.get("pattern")
     low = node.get("minLength", 0)
     high = node.get("maxLength", 64)
+    if node.get("format") == "date-time":
+        return st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)).map(
+            lambda t: t.replace(microsecond=0).isoformat() + "Z"
+        )
     if pattern in (DURATION_PATTERN, DURATION_OR_NEVER_PATTERN):
         return st.sampled_from(DURATION_SAMPLES)
     if pattern:
