@@ -407,3 +407,13 @@ def test_provider_type_is_immutable(
         assert updated["spec"]["refreshInterval"] == "1m"
     finally:
         _delete(kube, GPU_PROVIDER, namespace, name)
+
+
+@pytest.mark.parametrize("value", ["5 minutes", "1d", "1s"])
+def test_duration_errors_say_what_a_duration_looks_like(
+    kube: client.ApiClient, crds_installed: list[str], namespace: str, value: str
+) -> None:
+    body = _body(GPU_PROVIDER, f"provider-{uuid.uuid4().hex[:8]}", edit(PROVIDER_SIM, refreshInterval=value))
+    message = _refusal(kube, GPU_PROVIDER, namespace, body)
+    assert "spec.refreshInterval" in message
+    assert "must be a duration like 30s, 5m or 1h30m (units ms, s, m, h) between 10s and 24h" in message

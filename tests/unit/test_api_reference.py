@@ -46,4 +46,4 @@ def test_every_field_and_rule_is_documented() -> None:
                 assert f"| `{path}` |" in text, f"{info.kind} {path} missing from docs/api.md"
         assert f"## {info.kind}" in text
     assert "spec.autoscaling.minReplicas must not exceed spec.autoscaling.maxReplicas" in text
-    assert "must be a duration like 30s, 5m or 1h30m between 10s and 24h" in text
+    assert "must be a duration like 30s, 5m or 1h30m (units ms, s, m, h) between 10s and 24h" in text

@@ -64,8 +64,7 @@ class DurationBounds:
     """Annotated metadata: a duration string between `minimum` and `maximum`.
 
     Python validates the format and the bounds; the JSON schema gets the pattern and
-    a CEL rule with the bounds. The CEL rule first re-checks the pattern, so a
-    malformed value yields one error (the pattern's) instead of a CEL runtime error.
+    a CEL rule with the bounds, whose message says what a duration looks like.
     """
 
     minimum: str
@@ -75,7 +74,10 @@ class DurationBounds:
     @property
     def message(self) -> str:
         never = ', or "Never"' if self.allow_never else ""
-        return f"must be a duration like 30s, 5m or 1h30m between {self.minimum} and {self.maximum}{never}"
+        return (
+            f"must be a duration like 30s, 5m or 1h30m (units ms, s, m, h) "
+            f"between {self.minimum} and {self.maximum}{never}"
+        )
 
     def _check(self, value: str) -> str:
         if self.allow_never and value == NEVER:
@@ -96,10 +98,14 @@ class DurationBounds:
     ) -> JsonSchemaValue:
         json_schema = handler(schema)
         pattern = DURATION_OR_NEVER_PATTERN if self.allow_never else DURATION_PATTERN
+        # `&&` short-circuits in CEL, so a malformed value never reaches duration() and
+        # gets this readable message beside the pattern's.
         bounds = (
-            f"!self.matches({cel_regex(DURATION_PATTERN)}) || "
-            f"(duration(self) >= duration('{self.minimum}') && duration(self) <= duration('{self.maximum}'))"
+            f"self.matches({cel_regex(DURATION_PATTERN)}) && "
+            f"duration(self) >= duration('{self.minimum}') && duration(self) <= duration('{self.maximum}')"
         )
+        if self.allow_never:
+            bounds = f"self == '{NEVER}' || ({bounds})"
         json_schema.update(
             pattern=pattern,
             maxLength=DURATION_MAX_LENGTH,
