@@ -34,7 +34,8 @@ from gpupool.catalog.gpus import spec_for
 from gpupool.catalog.offers import CAPACITY_TYPES, CapacityType, Offer
 from gpupool.planner.placement import PoolConstraints
 
-EXACT_MAX_PODS = 10
+EXACT_MAX_PODS = 12
+EXACT_TAIL_PODS = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,22 +110,22 @@ class _Bin:
         return self.kind.size - self.used
 
 
-def _bin_types(
-    offers: Sequence[Offer],
-    limits: PoolConstraints,
-    gpus: frozenset[str] | None,
-    capacities: tuple[CapacityType, ...],
-    unavailable: Unavailable,
-    now: float | None,
-) -> list[_BinType]:
-    """The cheapest usable offer for each (GPU, GPU count) the class may use."""
-    best: dict[tuple[str, int], _BinType] = {}
+_OfferTable = dict[tuple[str, int], dict[CapacityType, _BinType]]
+
+
+def _offer_table(
+    offers: Sequence[Offer], limits: PoolConstraints, unavailable: Unavailable, now: float | None
+) -> _OfferTable:
+    """The cheapest usable offer per (GPU, GPU count, capacity type), computed once per packing."""
+    table: _OfferTable = {}
     providers = set(limits.providers)
     regions = set(limits.regions)
+    pool_gpus = set(limits.gpu_types)
+    capacities = tuple(limits.capacity_types or CAPACITY_TYPES)
     for offer in offers:
         if offer.exclusion is not None and not limits.include_excluded:
             continue
-        if gpus is not None and offer.gpu not in gpus:
+        if pool_gpus and offer.gpu not in pool_gpus:
             continue
         if providers and offer.provider not in providers:
             continue
@@ -143,16 +144,25 @@ def _bin_types(
                 else unavailable.is_unavailable(offer.key, capacity, now)
             ):
                 continue
-            slot = (offer.gpu, offer.gpu_count)
-            current = best.get(slot)
-            candidate = _BinType(offer, capacity, price)
-            if current is None or (price, capacity, offer.key) < (
-                current.price,
-                current.capacity_type,
-                current.offer.key,
-            ):
-                best[slot] = candidate
-    return sorted(best.values(), key=lambda b: (b.size, b.price, b.offer.key))
+            slot = table.setdefault((offer.gpu, offer.gpu_count), {})
+            current = slot.get(capacity)
+            if current is None or (price, offer.key) < (current.price, current.offer.key):
+                slot[capacity] = _BinType(offer, capacity, price)
+    return table
+
+
+def _bin_types(
+    table: _OfferTable, gpus: frozenset[str] | None, capacities: tuple[CapacityType, ...]
+) -> list[_BinType]:
+    """The cheapest usable offer for each (GPU, GPU count) a class of pods may use."""
+    kinds = []
+    for (gpu, _), by_capacity in table.items():
+        if gpus is not None and gpu not in gpus:
+            continue
+        usable = [by_capacity[c] for c in capacities if c in by_capacity]
+        if usable:
+            kinds.append(min(usable, key=lambda b: (b.price, b.capacity_type, b.offer.key)))
+    return sorted(kinds, key=lambda b: (b.size, b.price, b.offer.key))
 
 
 def _cover_table(kinds: Sequence[_BinType]) -> list[_BinType | None]:
@@ -237,7 +247,42 @@ def _greedy_partition(sizes: Sequence[int], cover: Sequence[_BinType | None]) ->
             counts[size] -= take * repeat
             if counts[size] <= 0:
                 del counts[size]
-    return parts
+    return _refine_tail(parts, cover)
+
+
+def _part_price(part: tuple[int, ...], cover: Sequence[_BinType | None]) -> float:
+    kind = cover[sum(part)]
+    return kind.price if kind is not None else math.inf
+
+
+def _refine_tail(parts: list[tuple[int, ...]], cover: Sequence[_BinType | None]) -> list[tuple[int, ...]]:
+    """Re-solve exactly the pods of the least efficient instances, where greedy waste collects.
+
+    Greedy fills the bulk with the best price-per-GPU instance; its mistakes are in the last few,
+    partly filled instances. Their pods (up to EXACT_TAIL_PODS) are re-partitioned optimally, and
+    the result is kept only if it is cheaper, so this never makes a packing worse.
+    """
+    ranked = sorted(
+        range(len(parts)), key=lambda i: _part_price(parts[i], cover) / sum(parts[i]), reverse=True
+    )
+    chosen: list[int] = []
+    pods = 0
+    for position in ranked:
+        if pods + len(parts[position]) > EXACT_TAIL_PODS:
+            break
+        chosen.append(position)
+        pods += len(parts[position])
+    if len(chosen) < 2:
+        return parts
+    tail = [parts[i] for i in chosen]
+    sizes = tuple(sorted((size for part in tail for size in part), reverse=True))
+    better = _exact_partition(sizes, cover)
+    before = sum(_part_price(part, cover) for part in tail)
+    after = sum(_part_price(part, cover) for part in better)
+    if after >= before - 1e-9:
+        return parts
+    keep = set(chosen)
+    return [part for i, part in enumerate(parts) if i not in keep] + better
 
 
 def _assign(
@@ -326,7 +371,8 @@ def pack_pods(
     classes: dict[tuple[frozenset[str] | None, tuple[CapacityType, ...]], list[PendingPod]] = {}
     for pod in remaining:
         classes.setdefault(allowed(pod), []).append(pod)
-    kinds = {key: _bin_types(offers, limits, key[0], key[1], unavailable, now) for key in classes}
+    table = _offer_table(offers, limits, unavailable, now)
+    kinds = {key: _bin_types(table, key[0], key[1]) for key in classes}
     tables = {key: _cover_table(kinds[key]) for key in classes}
     order = sorted(
         classes,
@@ -416,10 +462,12 @@ def pack_pods(
     )
 
 
-def optimal_cost(sizes: Sequence[int], offers: Sequence[Offer], limits: PoolConstraints) -> float:
-    """The least total price for one class of pods, by exhaustive search (for tests and the bench)."""
-    cover = _cover_table(_bin_types(offers, limits, None, tuple(limits.capacity_types), NO_UNAVAILABLE, None))
-    parts = _exact_partition(tuple(sorted(sizes, reverse=True)), cover)
+def _single_class_cover(offers: Sequence[Offer], limits: PoolConstraints) -> list[_BinType | None]:
+    table = _offer_table(offers, limits, NO_UNAVAILABLE, None)
+    return _cover_table(_bin_types(table, None, tuple(limits.capacity_types or CAPACITY_TYPES)))
+
+
+def _total(parts: Sequence[tuple[int, ...]], cover: Sequence[_BinType | None]) -> float:
     total = 0.0
     for part in parts:
         kind = cover[sum(part)]
@@ -428,12 +476,13 @@ def optimal_cost(sizes: Sequence[int], offers: Sequence[Offer], limits: PoolCons
     return total
 
 
+def optimal_cost(sizes: Sequence[int], offers: Sequence[Offer], limits: PoolConstraints) -> float:
+    """The least total price for one class of pods, by exhaustive search (for tests and the bench)."""
+    cover = _single_class_cover(offers, limits)
+    return _total(_exact_partition(tuple(sorted(sizes, reverse=True)), cover), cover)
+
+
 def greedy_cost(sizes: Sequence[int], offers: Sequence[Offer], limits: PoolConstraints) -> float:
     """The heuristic's total price for one class of pods (for measuring its gap)."""
-    cover = _cover_table(_bin_types(offers, limits, None, tuple(limits.capacity_types), NO_UNAVAILABLE, None))
-    total = 0.0
-    for part in _greedy_partition(sorted(sizes, reverse=True), cover):
-        kind = cover[sum(part)]
-        assert kind is not None
-        total += kind.price
-    return total
+    cover = _single_class_cover(offers, limits)
+    return _total(_greedy_partition(sorted(sizes, reverse=True), cover), cover)

@@ -374,7 +374,7 @@ class _Context:
             if not self.per_gpu_need:
                 # What one GPU must hold does not depend on the GPU's size: compute it once per tp.
                 self.per_gpu_need = [
-                    (tp, self.memory_for(1.0, tp).per_gpu_required_gib) for tp in self.accepted_tps()
+                    (tp, self.memory_for(0.0, tp).per_gpu_required_gib) for tp in self.accepted_tps()
                 ]
             usable = gpu_memory * self.request.gpu_memory_utilization + 1e-9
             found = None
@@ -400,17 +400,32 @@ class _Context:
         key = (gpu_memory, tp)
         found = self.memory.get(key)
         if found is None:
-            r = self.request
-            found = estimate_memory(
-                r.architecture,
-                tensor_parallel_size=tp,
-                gpu_memory_gib=gpu_memory,
-                max_model_len=self.max_model_len,
-                max_num_seqs=r.max_num_seqs,
-                gpu_memory_utilization=r.gpu_memory_utilization,
-                dtype=r.dtype,
-                quantization=r.quantization,
-                kv_cache_dtype=r.kv_cache_dtype,
+            # Everything but the GPU's size depends on tp alone: compute once per tp, then restate.
+            base = self.memory.get((0.0, tp))
+            if base is None:
+                r = self.request
+                base = estimate_memory(
+                    r.architecture,
+                    tensor_parallel_size=tp,
+                    gpu_memory_gib=0.0,
+                    max_model_len=self.max_model_len,
+                    max_num_seqs=r.max_num_seqs,
+                    gpu_memory_utilization=r.gpu_memory_utilization,
+                    dtype=r.dtype,
+                    quantization=r.quantization,
+                    kv_cache_dtype=r.kv_cache_dtype,
+                )
+                self.memory[(0.0, tp)] = base
+            found = MemoryEstimate(
+                tp,
+                gpu_memory,
+                base.gpu_memory_utilization,
+                base.weight_bytes_per_param,
+                base.weights_gib,
+                base.kv_bytes_per_token,
+                base.kv_tokens,
+                base.kv_cache_gib,
+                base.overhead_gib,
             )
             self.memory[key] = found
         return found
