@@ -19,8 +19,9 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gpupool.catalog import Offer
 from simcloud.nodes import NodeWriter, render_node
@@ -237,31 +238,46 @@ class SimCloud:
 
     async def tick(self) -> None:
         """Do what is due: boot pending instances, terminate interrupted ones, remove the Nodes of
-        terminating ones. The store is re-read after every await, since the API may have changed
-        an instance meanwhile (a terminate during a boot must win)."""
+        terminating ones. One instance whose Node cannot be written is logged and retried on the
+        next tick without holding up the others."""
         now = self.clock()
         for instance in self.store.all(states=("pending",)):
-            if instance.boot_at > now:
-                continue
-            if not instance.never_register:
-                await self.nodes.ensure_node(render_node(instance))
-            current = self.store.get(instance.id)
-            if current is not None and current.state == "pending":
-                self.store.save(
-                    dataclasses.replace(
-                        current, state="running", running_at=now, node_registered=not current.never_register
-                    )
-                )
+            if instance.boot_at <= now:
+                await self._isolated(self._boot(instance, now), instance, "boot")
         for instance in self.store.all(states=("pending", "running")):
             if instance.interrupt_at is not None and instance.interrupt_at <= now:
                 self.terminate(instance.id)
         for instance in self.store.all(states=("terminating",)):
-            await self.nodes.delete_node(instance.node_name)
-            current = self.store.get(instance.id)
-            if current is not None and current.state == "terminating":
-                self.store.save(
-                    dataclasses.replace(current, state="terminated", terminated_at=now, node_registered=False)
-                )
+            await self._isolated(self._finish_termination(instance, now), instance, "termination")
+
+    async def _isolated(self, step: Coroutine[Any, Any, None], instance: SimInstance, what: str) -> None:
+        try:
+            await step
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s of %s failed; retrying on the next tick", what, instance.id)
+
+    # The store is re-read after every await: the API may have changed the instance meanwhile, and
+    # a terminate that arrives during a boot must win.
+
+    async def _boot(self, instance: SimInstance, now: float) -> None:
+        if not instance.never_register:
+            await self.nodes.ensure_node(render_node(instance))
+        current = self.store.get(instance.id)
+        if current is not None and current.state == "pending":
+            registered = not current.never_register
+            self.store.save(
+                dataclasses.replace(current, state="running", running_at=now, node_registered=registered)
+            )
+
+    async def _finish_termination(self, instance: SimInstance, now: float) -> None:
+        await self.nodes.delete_node(instance.node_name)
+        current = self.store.get(instance.id)
+        if current is not None and current.state == "terminating":
+            self.store.save(
+                dataclasses.replace(current, state="terminated", terminated_at=now, node_registered=False)
+            )
 
     async def resume(self) -> None:
         """After a restart: make the cluster match the store (Nodes of running instances exist;

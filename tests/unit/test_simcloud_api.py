@@ -157,6 +157,26 @@ async def test_terminate_during_boot_wins(sim: Sim) -> None:
     assert sim.nodes.nodes == {}
 
 
+async def test_a_node_that_cannot_be_written_does_not_hold_up_the_others(sim: Sim) -> None:
+    failing = (await sim.launch()).json()["data"]["id"]
+    fine = (await sim.launch()).json()["data"]["id"]
+    real_ensure = sim.nodes.ensure_node
+    broken = {f"simcloud-{failing}"}
+
+    async def ensure_node(manifest: dict[str, Any]) -> None:
+        if manifest["metadata"]["name"] in broken:
+            raise RuntimeError("the API server said no")
+        await real_ensure(manifest)
+
+    sim.nodes.ensure_node = ensure_node  # type: ignore[method-assign]
+    await sim.advance(5)
+    states = {i["id"]: i["state"] for i in (await sim.http.get("/v1/instances")).json()["data"]}
+    assert states == {failing: "pending", fine: "running"}
+    broken.clear()
+    await sim.advance(0.5)
+    assert (await sim.http.get(f"/v1/instances/{failing}")).json()["data"]["state"] == "running"
+
+
 async def test_restart_loses_no_instance_and_resumes_the_boot(make_sim: Callable[..., Sim]) -> None:
     first = make_sim()
     booted = (await first.launch(clientToken="t1")).json()["data"]["id"]
