@@ -317,3 +317,11 @@ def test_moe_and_mla_models_plan_on_the_shipped_catalog() -> None:
         dataclasses.replace(request("Qwen/Qwen3-30B-A3B"), objective="costPerToken"), index
     )
     assert qwen.choice is not None and qwen.choice.throughput is not None
+
+
+def test_every_fitting_offer_unavailable_is_no_offers_not_a_misfit() -> None:
+    catalog = [offer("a", "H100", 1, 80, 3.0), offer("a", "L4", 1, 24, 0.5)]
+    marks = Unavailable().mark(catalog[0].key, "on-demand", until=100.0)
+    plan = plan_deployment(request(), catalog, unavailable=marks, now=10.0)
+    assert plan.reason == NO_OFFERS and "unavailable" in plan.message
+    assert plan.alternatives[0].refusal == "Unavailable"

@@ -819,12 +819,11 @@ def plan_deployment(
         return no_choice(
             BUDGET_EXCEEDED, f"every shape that fits is over a limit; closest: {closest}", alternatives
         )
-    if codes <= {UNAVAILABLE, BUDGET_EXCEEDED}:
-        return no_choice(
-            NO_OFFERS, f"every fitting offer is marked unavailable; closest: {closest}", alternatives
-        )
     if UNAVAILABLE in codes:
-        return no_choice(NO_OFFERS, f"the offers that fit are unavailable; closest: {closest}", alternatives)
+        # The model fits somewhere, but every such offer just failed with a capacity error.
+        return no_choice(
+            NO_OFFERS, f"every offer that fits is marked unavailable; closest: {closest}", alternatives
+        )
     return no_choice(
         MODEL_DOES_NOT_FIT,
         f"{request.model} does not fit any allowed offer; closest: {closest}",
