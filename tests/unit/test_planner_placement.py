@@ -325,3 +325,17 @@ def test_every_fitting_offer_unavailable_is_no_offers_not_a_misfit() -> None:
     plan = plan_deployment(request(), catalog, unavailable=marks, now=10.0)
     assert plan.reason == NO_OFFERS and "unavailable" in plan.message
     assert plan.alternatives[0].refusal == "Unavailable"
+
+
+def test_plans_from_lists_follow_changed_offers() -> None:
+    from gpupool.catalog import apply_discounts
+
+    first = plan_deployment(request(LLAMA_70B), list(CATALOG))
+    assert first.choice is not None and first.choice.offer is not None
+    assert first.choice.offer.provider == "a"
+    # A 50 % discount at provider b makes its 4 x H100 ($5.50/h) the cheapest.
+    cheaper = plan_deployment(request(LLAMA_70B), apply_discounts(CATALOG, {"b": 50}))
+    assert cheaper.choice is not None and cheaper.choice.offer is not None
+    assert cheaper.choice.offer.provider == "b" and cheaper.choice.cost_per_hour == pytest.approx(5.5)
+    again = plan_deployment(request(LLAMA_70B), list(CATALOG))
+    assert again.to_dict() == first.to_dict()

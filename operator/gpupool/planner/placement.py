@@ -128,6 +128,8 @@ class OfferIndex:
     excluded_counts: dict[str, int] = field(default_factory=dict)
     offer_count: int = 0
     contexts: dict[DeploymentRequest, _Context] = field(default_factory=dict, compare=False, repr=False)
+    # Keeps every indexed Offer alive, so `_cached_index` can key on their ids.
+    offers: tuple[Offer, ...] = field(default=(), compare=False, repr=False)
 
 
 def _group(offers: Iterable[Offer]) -> tuple[OfferGroup, ...]:
@@ -146,6 +148,27 @@ def _group(offers: Iterable[Offer]) -> tuple[OfferGroup, ...]:
                 by_capacity[capacity] = tuple(offer for _, _, offer in ordered)
         groups.append(OfferGroup(provider, gpu, count, memory, by_capacity))
     return tuple(groups)
+
+
+_INDEX_CACHE: dict[tuple[int, ...], OfferIndex] = {}
+INDEX_CACHE_SIZE = 8
+
+
+def _cached_index(offers: Sequence[Offer]) -> OfferIndex:
+    """The index of a list of offers, memoized on the identity of the Offer objects.
+
+    Controllers pass a fresh list of the same Offer objects on every reconcile; keying on the
+    objects' ids (kept alive by the cached index itself, so an id cannot be reused while cached)
+    avoids rebuilding the index each time without hashing every field of every offer.
+    """
+    key = tuple(map(id, offers))
+    found = _INDEX_CACHE.get(key)
+    if found is None:
+        if len(_INDEX_CACHE) >= INDEX_CACHE_SIZE:
+            _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
+        found = index_offers(offers)
+        _INDEX_CACHE[key] = found
+    return found
 
 
 def _by_shape(
@@ -168,6 +191,7 @@ def index_offers(offers: Sequence[Offer]) -> OfferIndex:
         excluded_groups=_group(excluded),
         excluded_counts=dict(Counter(f"{o.provider}: {o.exclusion}" for o in excluded)),
         offer_count=len(offers),
+        offers=tuple(offers),
     )
 
 
@@ -690,7 +714,7 @@ def plan_deployment(
     only unexpired marks count, without it every mark does. Pure: same inputs, same Plan.
     """
     pool = constraints or PoolConstraints()
-    index = offers if isinstance(offers, OfferIndex) else index_offers(offers)
+    index = offers if isinstance(offers, OfferIndex) else _cached_index(offers)
     max_model_len = request.effective_max_model_len
     arch = request.architecture
     notes: list[str] = list(arch.assumptions)
