@@ -13,9 +13,11 @@ lost or was refused, so a person can see why the planner did not pick the offer 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -226,12 +228,20 @@ class Candidate:
     cost_per_million_tokens: float | None = None
     memory: MemoryEstimate | None = None
     refusal: str | None = None
-    reason: str | None = None
+    detail: str | None = None
     provider: str = ""
 
     @property
     def feasible(self) -> bool:
         return self.refusal is None
+
+    @property
+    def reason(self) -> str | None:
+        """Why it lost or was refused, with the numbers ("needs 152 GiB, has 72 GiB ...")."""
+        if self.detail is None and self.refusal == MODEL_DOES_NOT_FIT and self.memory is not None:
+            # Formatted on demand: most plans never show most of their refusals.
+            return self.memory.shortfall_message()
+        return self.detail
 
     def to_dict(self) -> dict[str, Any]:
         offer = self.offer
@@ -269,14 +279,33 @@ class Plan:
     replicas: int
     max_model_len: int
     choice: Candidate | None
-    alternatives: tuple[Candidate, ...]
     reason: str | None
     message: str
     notes: tuple[str, ...] = ()
+    # Every candidate in no particular order; `alternatives` ranks them on first use, so a caller
+    # that needs only the choice does not pay for sorting a few hundred rows.
+    candidates: tuple[Candidate, ...] = field(default=(), repr=False, compare=False)
+    # Ranking by price needs no throughput; these fill it in for display when alternatives are read.
+    fill_throughput: Callable[[Candidate], Candidate] | None = field(default=None, repr=False, compare=False)
+    unfilled_choice: Candidate | None = field(default=None, repr=False, compare=False)
 
     @property
     def feasible(self) -> bool:
         return self.choice is not None
+
+    @functools.cached_property
+    def alternatives(self) -> tuple[Candidate, ...]:
+        """Every candidate: feasible ones by the objective (the choice first), then refused ones."""
+        feasible = sorted(
+            (c for c in self.candidates if c.feasible), key=lambda c: _sort_key(self.objective, c)
+        )
+        refused = sorted((c for c in self.candidates if not c.feasible), key=_refused_sort_key)
+        fill = self.fill_throughput
+        if fill is not None:
+            feasible = [
+                self.choice if c is self.unfilled_choice and self.choice else fill(c) for c in feasible
+            ]
+        return (*feasible, *refused)
 
     @property
     def memory(self) -> MemoryEstimate | None:
@@ -293,9 +322,13 @@ class Plan:
         choice = self.choice
         offer = choice.offer if choice else None
         memory = self.memory
-        alternatives = [c for c in self.alternatives if choice is None or c is not choice][
-            : max_alternatives if max_alternatives is not None else None
-        ]
+        alternatives = (
+            []
+            if max_alternatives == 0
+            else [c for c in self.alternatives if choice is None or c is not choice][
+                : max_alternatives if max_alternatives is not None else None
+            ]
+        )
         return {
             "model": self.model,
             "objective": self.objective,
@@ -357,7 +390,6 @@ class _Context:
     tp_reasons: dict[int, str | None] = field(default_factory=dict)
     first_fit: dict[tuple[float, int], _ShapeVerdict] = field(default_factory=dict)
     fits_at: dict[float, MemoryEstimate | None] = field(default_factory=dict)
-    messages: dict[tuple[float, int], str] = field(default_factory=dict)
     accepted: list[int] | None = None
     per_gpu_need: list[tuple[int, float]] = field(default_factory=list)
 
@@ -381,9 +413,7 @@ class _Context:
                 found = _ShapeVerdict(((fit.tensor_parallel_size, fit, None),))
             else:
                 largest = self.memory_for(gpu_memory, accepted[-1])
-                found = _ShapeVerdict(
-                    (), MODEL_DOES_NOT_FIT, self.shortfall(largest), largest.tensor_parallel_size, largest
-                )
+                found = _ShapeVerdict((), MODEL_DOES_NOT_FIT, "", largest.tensor_parallel_size, largest)
         self.first_fit[key] = found
         return found
 
@@ -408,12 +438,6 @@ class _Context:
                     break
             self.fits_at[gpu_memory] = found
         return self.fits_at[gpu_memory]
-
-    def shortfall(self, memory: MemoryEstimate) -> str:
-        key = (memory.gpu_memory_gib, memory.tensor_parallel_size)
-        if key not in self.messages:
-            self.messages[key] = memory.shortfall_message()
-        return self.messages[key]
 
     def tp_refusal(self, tp: int) -> str | None:
         if tp not in self.tp_reasons:
@@ -562,12 +586,8 @@ def _judge_shape(ctx: _Context, gpu: str, gpu_memory: float, gpu_count: int) -> 
             f"{gpu_memory:g} GiB per GPU < gpu.minMemoryGiB {request.min_gpu_memory_gib:g}",
         )
     if request.objective != "costPerToken" and not (request.tensor_parallel_size or request.gpu_count):
-        verdict = ctx.first_fit_verdict(gpu_memory, gpu_count)
-        if verdict.refusal is not None:
-            return verdict
-        # Throughput is shown next to the price even when price alone decides.
-        tp, memory, _ = verdict.fitting[0]
-        return _ShapeVerdict(((tp, memory, ctx.throughput_for(gpu, memory)),))
+        # Price alone decides: throughput is filled in later, for the choice and for display only.
+        return ctx.first_fit_verdict(gpu_memory, gpu_count)
     tps = _tp_choices(request, gpu_count)
     if isinstance(tps, str):
         return _ShapeVerdict(
@@ -590,9 +610,7 @@ def _judge_shape(ctx: _Context, gpu: str, gpu_memory: float, gpu_count: int) -> 
                 break
     if not fitting:
         assert largest is not None
-        return _ShapeVerdict(
-            (), MODEL_DOES_NOT_FIT, largest.shortfall_message(), largest.tensor_parallel_size, largest
-        )
+        return _ShapeVerdict((), MODEL_DOES_NOT_FIT, "", largest.tensor_parallel_size, largest)
 
     def rank(option: tuple[int, MemoryEstimate, ThroughputEstimate | None]) -> tuple[float, float, int]:
         # Cost is instances x price and price is the same for every tp of a group, so ranking by
@@ -647,7 +665,7 @@ def _evaluate_group(
             price_per_hour=price,
             memory=verdict.memory,
             refusal=verdict.refusal,
-            reason=verdict.reason,
+            detail=verdict.reason or None,
             provider=group.provider,
         )
 
@@ -686,7 +704,7 @@ def _evaluate_group(
         cost_per_million_tokens=per_token,
         memory=memory,
         refusal=refusal,
-        reason=reason,
+        detail=reason,
         provider=group.provider,
     )
 
@@ -737,7 +755,7 @@ def plan_deployment(
             replicas=request.replicas,
             max_model_len=max_model_len,
             choice=None,
-            alternatives=alternatives,
+            candidates=alternatives,
             reason=code,
             message=message,
             notes=tuple(notes),
@@ -800,11 +818,29 @@ def plan_deployment(
                         # Refused for memory or tensor parallelism at every provider alike: one row.
                         break
 
-    feasible = sorted((c for c in candidates if c.feasible), key=lambda c: _sort_key(request.objective, c))
-    refused = sorted((c for c in candidates if not c.feasible), key=_refused_sort_key)
-    alternatives = (*feasible, *refused)
+    feasible = [c for c in candidates if c.feasible]
     if feasible:
-        choice = feasible[0]
+        unfilled = min(feasible, key=lambda c: _sort_key(request.objective, c))
+
+        def fill(candidate: Candidate) -> Candidate:
+            if (
+                candidate.throughput is not None
+                or candidate.memory is None
+                or candidate.cost_per_hour is None
+            ):
+                return candidate
+            throughput = ctx.throughput_for(candidate.shape.gpu, candidate.memory)
+            if throughput is None:
+                return candidate
+            return dataclasses.replace(
+                candidate,
+                throughput=throughput,
+                cost_per_million_tokens=cost_per_million_tokens(
+                    candidate.cost_per_hour, throughput.tokens_per_second * request.replicas
+                ),
+            )
+
+        choice = fill(unfilled)
         rest = [f"{len(feasible) - 1} other feasible options"] if len(feasible) > 1 else []
         message = (
             f"{request.replicas} x {choice.shape.gpus_per_replica} x {choice.shape.gpu} "
@@ -818,12 +854,16 @@ def plan_deployment(
             replicas=request.replicas,
             max_model_len=max_model_len,
             choice=choice,
-            alternatives=alternatives,
             reason=None,
             message=message,
             notes=tuple(notes),
+            candidates=tuple(candidates),
+            fill_throughput=fill,
+            unfilled_choice=unfilled,
         )
 
+    refused = sorted(candidates, key=_refused_sort_key)
+    alternatives = tuple(refused)
     codes = {c.refusal for c in refused}
     closest = "; ".join(
         f"{c.shape.gpu} x{c.shape.tensor_parallel_size} at {c.provider}: {c.reason}" for c in refused[:3]
