@@ -12,6 +12,7 @@ replaces it.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
@@ -21,7 +22,7 @@ from gpupool.providers.base import Instance, InstanceState
 log = logging.getLogger(__name__)
 
 # Long enough that a claim being created right now is surely visible in the list.
-GRACE_SECONDS = 60.0
+GRACE_SECONDS = float(os.environ.get("GPUPOOL_GC_GRACE", "60"))
 
 
 def orphans(

@@ -22,7 +22,7 @@ from gpupool.controllers.nodeclaim.registration import NodeInfo, node_info
 from gpupool.controllers.nodeclaim.termination import Retry, terminate_claim
 from gpupool.controllers.pool.pending import is_unschedulable, pod_demand
 from gpupool.controllers.pool.reconcile import reconcile_pool
-from gpupool.controllers.provider.refresh import refresh_provider
+from gpupool.controllers.provider.refresh import client_for, refresh_provider
 from gpupool.controllers.state import OperatorState
 
 log = logging.getLogger(__name__)
@@ -220,6 +220,7 @@ def _phase_message(status: dict[str, Any]) -> str:
 async def claim_deleted(
     body: kopf.Body, memo: kopf.Memo, nodes_by_provider_id: kopf.Index[str, NodeInfo], **_: Any
 ) -> None:
+    await client_for(body["spec"]["offer"]["provider"], memo.state)
     try:
         await terminate_claim(body, memo.state, _first(nodes_by_provider_id))
     except Retry as retry:

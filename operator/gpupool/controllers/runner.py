@@ -9,6 +9,11 @@ from __future__ import annotations
 import logging
 
 
+def _drop_routine_success(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (message.startswith("Timer ") and message.endswith(" succeeded."))
+
+
 def run_operator(*, namespace: list[str] | None, verbose: bool, liveness_port: int) -> int:
     import kopf
 
@@ -18,6 +23,10 @@ def run_operator(*, namespace: list[str] | None, verbose: bool, liveness_port: i
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        # One line per HTTP call and per timer run drowns what matters; --verbose brings them back.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("kopf.objects").addFilter(_drop_routine_success)
     liveness = f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None
     kopf.run(
         standalone=True,

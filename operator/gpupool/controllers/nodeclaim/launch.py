@@ -67,7 +67,9 @@ def launch_request(
         capacity_type=offer["capacityType"],
         gpu=offer["gpu"],
         gpu_count=int(offer["gpuCount"]),
-        max_price=offer.get("pricePerHour"),
+        # pricePerHour is after the negotiated discount, while clouds compare a spot bid with
+        # their list price: bid nothing and take the current spot price.
+        max_price=None,
         user_data=render_user_data(user_data_template, claim, labels, taints),
         labels=labels,
     )

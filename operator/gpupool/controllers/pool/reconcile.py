@@ -224,8 +224,11 @@ async def reconcile_pool(
         seconds(str(disruption.get("consolidateAfter") or "5m")),
         len(pending),
     )
-    for node in [n for n in state.empty_since if n not in clock]:
-        state.empty_since.pop(node, None)
+    # The clock is shared by every pool: reset only this pool's nodes that are busy again.
+    for claim in live:
+        node = (claim.get("status") or {}).get("nodeName")
+        if node and node not in clock:
+            state.empty_since.pop(node, None)
     state.empty_since.update(clock)
     for claim_name in doomed:
         await state.kube.delete_cluster_object("gpunodeclaims", claim_name)

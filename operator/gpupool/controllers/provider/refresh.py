@@ -148,3 +148,19 @@ def _unready(
     put_condition(status, "Ready", False, reason, message, generation)
     log.warning("GpuProvider %s is not ready: %s", name, message)
     return status
+
+
+async def client_for(name: str, state: OperatorState) -> ProviderHandle | None:
+    """The provider's client, built from its GpuProvider if the operator has none yet.
+
+    A claim can be deleted before its provider's first refresh since a restart (or while its
+    provider is itself being deleted, when no refresh runs): termination must not wait on that.
+    """
+    handle = state.providers.get(name)
+    if handle is not None:
+        return handle
+    try:
+        body = await state.kube.get_cluster_object("gpuproviders", name)
+        return await ensure_client(name, body.get("spec") or {}, state)
+    except (NotFound, ProviderSpecError, ProviderError):
+        return None
