@@ -285,6 +285,10 @@ class Plan:
     # Every candidate in no particular order; `alternatives` ranks them on first use, so a caller
     # that needs only the choice does not pay for sorting a few hundred rows.
     candidates: tuple[Candidate, ...] = field(default=(), repr=False, compare=False)
+    # Builds the feasible candidates on first use of `alternatives` (see _evaluate_group).
+    candidate_source: Callable[[], tuple[Candidate, ...]] | None = field(
+        default=None, repr=False, compare=False
+    )
     # Ranking by price needs no throughput; these fill it in for display when alternatives are read.
     fill_throughput: Callable[[Candidate], Candidate] | None = field(default=None, repr=False, compare=False)
     unfilled_choice: Candidate | None = field(default=None, repr=False, compare=False)
@@ -296,10 +300,9 @@ class Plan:
     @functools.cached_property
     def alternatives(self) -> tuple[Candidate, ...]:
         """Every candidate: feasible ones by the objective (the choice first), then refused ones."""
-        feasible = sorted(
-            (c for c in self.candidates if c.feasible), key=lambda c: _sort_key(self.objective, c)
-        )
-        refused = sorted((c for c in self.candidates if not c.feasible), key=_refused_sort_key)
+        everything = self.candidate_source() if self.candidate_source is not None else self.candidates
+        feasible = sorted((c for c in everything if c.feasible), key=lambda c: _sort_key(self.objective, c))
+        refused = sorted((c for c in everything if not c.feasible), key=_refused_sort_key)
         fill = self.fill_throughput
         if fill is not None:
             feasible = [
@@ -634,8 +637,12 @@ def _evaluate_group(
     unavailable: Unavailable,
     now: float | None,
     verdict: _ShapeVerdict,
-) -> Candidate | None:
-    """The best way to use one offer group at one capacity type, or None if the pool may not use it."""
+) -> Candidate | _Row | _ShapeRefusal | None:
+    """The best way to use one offer group at one capacity type, or None if the pool may not use it.
+
+    Refusals come back as Candidates; feasible outcomes as a `_Row`, a plain tuple that becomes a
+    Candidate only if it is chosen or shown, since most of a few hundred rows never are.
+    """
     request = ctx.request
     offers = group.by_capacity.get(capacity)
     if not offers:
@@ -658,16 +665,7 @@ def _evaluate_group(
     assert price is not None
 
     if verdict.refusal is not None:
-        return Candidate(
-            shape=Shape(group.gpu, group.gpu_memory_gib, verdict.tp, verdict.tp),
-            offer=shown,
-            capacity_type=capacity,
-            price_per_hour=price,
-            memory=verdict.memory,
-            refusal=verdict.refusal,
-            detail=verdict.reason or None,
-            provider=group.provider,
-        )
+        return _ShapeRefusal(group, capacity, shown, price, verdict)
 
     # Price is a constant factor within a group, so _judge_shape already ranked the tp options.
     refusal: str | None = None
@@ -692,6 +690,8 @@ def _evaluate_group(
     per_token = (
         cost_per_million_tokens(cost, throughput.tokens_per_second * request.replicas) if throughput else None
     )
+    if refusal is None:
+        return (cost, per_token, tp, memory, throughput, instances, group, capacity, shown, price)
     return Candidate(
         shape=Shape(group.gpu, group.gpu_memory_gib, tp, tp),
         offer=shown,
@@ -705,6 +705,62 @@ def _evaluate_group(
         memory=memory,
         refusal=refusal,
         detail=reason,
+        provider=group.provider,
+    )
+
+
+# (cost, cost per 1M tokens, tp, memory, throughput, instances, group, capacity, offer, price)
+_Row = tuple[
+    float,
+    float | None,
+    int,
+    MemoryEstimate,
+    ThroughputEstimate | None,
+    int,
+    OfferGroup,
+    CapacityType,
+    Offer,
+    float,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class _ShapeRefusal:
+    """A shape refused at every provider, kept as found; a Candidate only if shown."""
+
+    group: OfferGroup
+    capacity: CapacityType
+    offer: Offer
+    price: float
+    verdict: _ShapeVerdict
+
+    def candidate(self) -> Candidate:
+        verdict, group = self.verdict, self.group
+        return Candidate(
+            shape=Shape(group.gpu, group.gpu_memory_gib, verdict.tp, verdict.tp),
+            offer=self.offer,
+            capacity_type=self.capacity,
+            price_per_hour=self.price,
+            memory=verdict.memory,
+            refusal=verdict.refusal,
+            detail=verdict.reason or None,
+            provider=group.provider,
+        )
+
+
+def _candidate_from_row(row: _Row) -> Candidate:
+    cost, per_token, tp, memory, throughput, instances, group, capacity, offer, price = row
+    return Candidate(
+        shape=Shape(group.gpu, group.gpu_memory_gib, tp, tp),
+        offer=offer,
+        capacity_type=capacity,
+        price_per_hour=price,
+        instances=instances,
+        replicas_per_instance=group.gpu_count // tp,
+        cost_per_hour=cost,
+        throughput=throughput,
+        cost_per_million_tokens=per_token,
+        memory=memory,
         provider=group.provider,
     )
 
@@ -799,6 +855,8 @@ def plan_deployment(
         ctx = _Context(request, max_model_len)
         index.contexts[request] = ctx
     candidates: list[Candidate] = []
+    rows: list[_Row] = []
+    shape_refusals: list[_ShapeRefusal] = []
     by_shape = index.by_shape if not pool.include_excluded else _by_shape(tuple(groups))
     for shape_key, members in by_shape:
         if wanted_gpus is not None and shape_key[0] not in wanted_gpus:
@@ -811,16 +869,33 @@ def plan_deployment(
             for group in members:
                 if providers is not None and group.provider not in providers:
                     continue
-                candidate = _evaluate_group(ctx, group, capacity, pool, unavailable, now, verdict)
-                if candidate is not None:
-                    candidates.append(candidate)
-                    if verdict.refusal is not None:
-                        # Refused for memory or tensor parallelism at every provider alike: one row.
-                        break
+                outcome = _evaluate_group(ctx, group, capacity, pool, unavailable, now, verdict)
+                if outcome is None:
+                    continue
+                if isinstance(outcome, tuple):
+                    rows.append(outcome)
+                elif isinstance(outcome, _ShapeRefusal):
+                    shape_refusals.append(outcome)
+                    # Refused for memory or tensor parallelism at every provider alike: one row.
+                    break
+                else:
+                    candidates.append(outcome)
 
-    feasible = [c for c in candidates if c.feasible]
-    if feasible:
-        unfilled = min(feasible, key=lambda c: _sort_key(request.objective, c))
+    if rows:
+        # Best primary figure first with plain float comparisons; the full tie-break key only
+        # among the rows that tie on it.
+        if request.objective == "costPerToken":
+            best = min((r[1] if r[1] is not None else math.inf, r[0]) for r in rows)
+            tied = [r for r in rows if (r[1] if r[1] is not None else math.inf, r[0]) == best]
+        else:
+            cheapest = min(r[0] for r in rows)
+            tied = [r for r in rows if r[0] == cheapest]
+        tied_candidates = [(_candidate_from_row(r), r) for r in tied]
+        unfilled, chosen_row = min(tied_candidates, key=lambda pair: _sort_key(request.objective, pair[0]))
+
+        def materialize() -> tuple[Candidate, ...]:
+            made = [unfilled if r is chosen_row else _candidate_from_row(r) for r in rows]
+            return (*made, *candidates, *(refusal.candidate() for refusal in shape_refusals))
 
         def fill(candidate: Candidate) -> Candidate:
             if (
@@ -841,7 +916,7 @@ def plan_deployment(
             )
 
         choice = fill(unfilled)
-        rest = [f"{len(feasible) - 1} other feasible options"] if len(feasible) > 1 else []
+        rest = [f"{len(rows) - 1} other feasible options"] if len(rows) > 1 else []
         message = (
             f"{request.replicas} x {choice.shape.gpus_per_replica} x {choice.shape.gpu} "
             f"(tp {choice.shape.tensor_parallel_size}) on {choice.provider} {choice.offer.instance_type if choice.offer else ''} "
@@ -857,12 +932,12 @@ def plan_deployment(
             reason=None,
             message=message,
             notes=tuple(notes),
-            candidates=tuple(candidates),
+            candidate_source=materialize,
             fill_throughput=fill,
             unfilled_choice=unfilled,
         )
 
-    refused = sorted(candidates, key=_refused_sort_key)
+    refused = sorted((*candidates, *(r.candidate() for r in shape_refusals)), key=_refused_sort_key)
     alternatives = tuple(refused)
     codes = {c.refusal for c in refused}
     closest = "; ".join(
