@@ -116,12 +116,11 @@ async def reconcile_model_deployment(
     if applied is None or applied.generation != generation or not applied.plan.feasible:
         offers = state.offers(tuple(pool_spec.get("providers") or ()))
         if not offers:
-            return _not_ready(
-                outcome,
-                generation,
-                "WaitingForOffers",
-                f"no ready GpuProvider of pool {pool_name!r} has listed offers yet",
-            )
+            # Not an error yet: providers list their offers within one refresh.
+            message = f"no ready GpuProvider of pool {pool_name!r} has listed offers yet"
+            put_condition(status, "Ready", False, "WaitingForOffers", message, generation)
+            put_condition(status, "Progressing", True, "WaitingForOffers", message, generation)
+            return outcome
         try:
             request = request_from_spec(spec)
         except UnknownModel as error:
