@@ -43,8 +43,9 @@ fmt: $(STAMP) ## format and autofix
 	$(VENV)/bin/ruff format operator tests bench
 	$(VENV)/bin/ruff check --fix operator tests bench
 
-crds: $(STAMP) ## regenerate crds/ from the API models
+crds: $(STAMP) ## regenerate crds/ and docs/api.md from the API models
 	$(VENV)/bin/gpupool crds --out crds
+	$(PY) -m gpupool.api.reference docs/api.md
 
 unit: $(STAMP) ## fast tests, no cluster
 	$(VENV)/bin/pytest -m 'not cluster' -q
@@ -55,7 +56,10 @@ test: $(STAMP) ## everything CI runs: lint, unit and cluster tests on the local 
 bench: $(STAMP) ## print the benchmark figures
 	$(PY) bench/planner/run.py
 
-demo: $(STAMP) ## the whole story on the local cluster
+demo: $(STAMP) ## the whole story on the local cluster (leaves it running)
 	scripts/demo.sh
 
-.PHONY: help venv tools cluster-up cluster-down kubeconfig-path lint fmt crds unit test bench demo
+demo-down: ## stop what `make demo` started
+	scripts/demo-down.sh
+
+.PHONY: help venv tools cluster-up cluster-down kubeconfig-path lint fmt crds unit test bench demo demo-down
