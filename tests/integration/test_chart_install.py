@@ -62,11 +62,14 @@ def helm(kubeconfig: str, *args: str, check: bool = True) -> subprocess.Complete
     return result
 
 
-def helm_install(kubeconfig: str, name: str, namespace: str, sets: list[str]) -> Release:
+def helm_install(
+    kubeconfig: str, name: str, namespace: str, sets: list[str], *, wait: bool = True
+) -> Release:
+    """Install the chart; with `wait`, until its pods are Ready (needs a schedulable node)."""
     flags = [flag for s in sets for flag in ("--set", s)]
-    result = helm(
-        kubeconfig, "install", name, str(CHART), "-n", namespace, "--wait", "--timeout", "120s", *flags
-    )
+    if wait:
+        flags += ["--wait", "--timeout", "120s"]
+    result = helm(kubeconfig, "install", name, str(CHART), "-n", namespace, *flags)
     return Release(name=name, namespace=namespace, kubeconfig=kubeconfig, notes=result.stdout)
 
 
