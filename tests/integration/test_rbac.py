@@ -557,3 +557,90 @@ def _cleanup(
         with contextlib.suppress(client.ApiException):
             custom.patch_cluster_custom_object(GROUP, VERSION, plural, name, strip)
             custom.delete_cluster_custom_object(GROUP, VERSION, plural, name)
+
+
+# How the runner is expected to start a peered replica (`gpupool run --peering NAME`): the same
+# handlers, kopf not standalone, a distinct priority per replica so exactly one is active.
+PEERED_OPERATOR = (
+    "import logging, sys, kopf\n"
+    "logging.basicConfig(level=logging.INFO)\n"
+    "from gpupool.controllers import handlers  # noqa: F401\n"
+    "kopf.run(standalone=False, peering_name=sys.argv[1], priority=int(sys.argv[2]), clusterwide=True)\n"
+)
+
+
+def test_two_peered_replicas_agree_on_one_active_with_the_chart_rbac(
+    kube: client.ApiClient,
+    kubeconfig: str,
+    rbac_namespace: str,
+    shared_operator_paused: None,
+    tmp_path: Path,
+) -> None:
+    """With peering on, the chart's RBAC lets both replicas use the peering object, and one pauses."""
+    release = helm_install(
+        kubeconfig,
+        f"gp{uuid.uuid4().hex[:6]}",
+        rbac_namespace,
+        [
+            f"credentials.namespace={rbac_namespace}",
+            "replicaCount=0",
+            "peering.enabled=true",
+            # The CRD may exist already (another release, or kopf operators of the cluster).
+            f"peering.installCRD={'false' if _peering_crd_exists(kube) else 'true'}",
+        ],
+        wait=False,
+    )
+    replicas: list[Process] = []
+    try:
+        kc = service_account_kubeconfig(
+            kube, kubeconfig, rbac_namespace, release.fullname, tmp_path / "op.kubeconfig"
+        )
+        custom = client.CustomObjectsApi(kube)
+        wait_for(
+            lambda: custom.get_cluster_custom_object(
+                "kopf.dev", "v1", "clusterkopfpeerings", release.fullname
+            ),
+            timeout=30,
+            what="the ClusterKopfPeering object of the release",
+        )
+        for priority in (100, 200):
+            replica = Process(
+                [sys.executable, "-c", PEERED_OPERATOR, release.fullname, str(priority)],
+                operator_env(kc, f"peer-{priority}"),
+                tmp_path / f"replica-{priority}.log",
+            )
+            replica.start()
+            replicas.append(replica)
+
+        def both_registered() -> bool:
+            peering = custom.get_cluster_custom_object(
+                "kopf.dev", "v1", "clusterkopfpeerings", release.fullname
+            )
+            return len(peering.get("status") or {}) == 2
+
+        wait_for(both_registered, timeout=60, what="both replicas in the peering object")
+        low, high = replicas
+        wait_for(
+            lambda: "Pausing operations in favour of" in low.log.read_text(),
+            timeout=60,
+            what="the standby pausing",
+        )
+        assert "Pausing" not in high.log.read_text(), high.tail()
+        assert low.alive() and high.alive()
+        for replica in replicas:
+            refused = [line for line in replica.forbidden_lines() if CRD_OBSERVATION not in line]
+            assert not refused, "peering RBAC is missing a permission:\n" + "\n".join(refused)
+    finally:
+        for replica in replicas:
+            replica.stop()
+        helm_uninstall(release)
+
+
+def _peering_crd_exists(kube: client.ApiClient) -> bool:
+    try:
+        client.ApiextensionsV1Api(kube).read_custom_resource_definition("clusterkopfpeerings.kopf.dev")
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
