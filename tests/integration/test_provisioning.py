@@ -73,12 +73,13 @@ def _ready_claims(gp: Gpupool, pool: str, count: int | None = None) -> list[dict
     """The pool's claims once every one is Ready (their status catches up with their nodes)."""
 
     def ready() -> list[dict[str, Any]] | None:
-        claims = gp.claims(pool)
+        # Claims given up after a capacity error may still be finishing their cleanup.
+        claims = [c for c in gp.claims(pool) if not c["metadata"].get("deletionTimestamp")]
         if not claims or any((c.get("status") or {}).get("phase") != "Ready" for c in claims):
             return None
         return claims if count is None or len(claims) == count else None
 
-    result: list[dict[str, Any]] = wait_for(ready, timeout=30, what=f"Ready claims of {pool}")
+    result: list[dict[str, Any]] = wait_for(ready, timeout=60, what=f"Ready claims of {pool}")
     return result
 
 

@@ -585,8 +585,6 @@ def test_two_peered_replicas_agree_on_one_active_with_the_chart_rbac(
             f"credentials.namespace={rbac_namespace}",
             "replicaCount=0",
             "peering.enabled=true",
-            # The CRD may exist already (another release, or kopf operators of the cluster).
-            f"peering.installCRD={'false' if _peering_crd_exists(kube) else 'true'}",
         ],
         wait=False,
     )
@@ -634,13 +632,3 @@ def test_two_peered_replicas_agree_on_one_active_with_the_chart_rbac(
         for replica in replicas:
             replica.stop()
         helm_uninstall(release)
-
-
-def _peering_crd_exists(kube: client.ApiClient) -> bool:
-    try:
-        client.ApiextensionsV1Api(kube).read_custom_resource_definition("clusterkopfpeerings.kopf.dev")
-    except client.ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True

@@ -145,10 +145,10 @@ def test_model_that_fits_no_offer_says_so_with_the_numbers(
 
     def degraded() -> dict[str, Any] | None:
         condition = gp.condition(gp.get("modeldeployments", "huge"), "Degraded")
-        return condition if condition and condition["status"] == "True" else None
+        return condition if condition and condition["reason"] == "ModelDoesNotFit" else None
 
-    condition = wait_for(degraded, timeout=30, what="Degraded")
-    assert condition["reason"] == "ModelDoesNotFit"
+    condition = wait_for(degraded, timeout=30, what="Degraded: ModelDoesNotFit")
+    assert condition["status"] == "True"
     assert "GiB" in condition["message"], condition["message"]
     assert gp.condition(gp.get("modeldeployments", "huge"), "Ready")["status"] == "False"
     events = gp.events("huge", namespace)
@@ -166,10 +166,13 @@ def test_budget_too_small_is_budget_exceeded(
     pool = _setup(gp, simcloud)
     gp.create_model("cheap", model="meta-llama/Llama-3.1-8B-Instruct", pool=pool, maxHourlyCost=0.01)
     condition = wait_for(
-        lambda: (c := gp.condition(gp.get("modeldeployments", "cheap"), "Degraded")) and c["status"] == "True" and c,
-        timeout=30, what="Degraded",
+        lambda: (c := gp.condition(gp.get("modeldeployments", "cheap"), "Degraded")) and c["reason"] == "BudgetExceeded" and c,
+        timeout=30, what="Degraded: BudgetExceeded",
     )  # fmt: skip
-    assert condition["reason"] == "BudgetExceeded"
+    assert condition["status"] == "True"
+    assert "maxHourlyCost" in condition["message"] or "budget" in condition["message"].lower(), condition[
+        "message"
+    ]
     assert not gp.claims(pool)
 
 

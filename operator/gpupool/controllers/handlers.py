@@ -123,6 +123,12 @@ def node_prices(status: kopf.Status, spec: kopf.Spec, **_: Any) -> dict[str, tup
     return {node: (float(offer.get("pricePerHour") or 0), int(offer.get("gpuCount") or 0))}
 
 
+@kopf.index(GROUP, VERSION, "gpupools")
+def pool_specs(name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
+    """pool name -> its spec, so claims and models never GET their pool."""
+    return {name: dict(spec)}
+
+
 def _first(index: kopf.Index[str, T]) -> dict[str, T]:
     return {key: next(iter(values)) for key, values in index.items() if values}
 
@@ -192,13 +198,15 @@ async def claim_reconcile(
     patch: kopf.Patch,
     memo: kopf.Memo,
     nodes_by_provider_id: kopf.Index[str, NodeInfo],
+    pool_specs: kopf.Index[str, dict[str, Any]],
     **_: Any,
 ) -> None:
     state: OperatorState = memo.state
     if body["metadata"].get("deletionTimestamp"):
         return
+    pools: dict[str, dict[str, Any]] = _first(pool_specs)
     try:
-        status = await reconcile_claim(body, state, _first(nodes_by_provider_id))
+        status = await reconcile_claim(body, state, _first(nodes_by_provider_id), pools)
     except GiveUp as gave_up:
         kopf.warn(body, reason=gave_up.reason, message=gave_up.message)
         patch.status["phase"] = "Failed"
@@ -240,13 +248,20 @@ async def model_deployment_reconcile(
     model_pods: kopf.Index[Any, PodPlacement],
     model_deployments_status: kopf.Index[Any, Any],
     node_prices: kopf.Index[str, tuple[float, int]],
+    pool_specs: kopf.Index[str, dict[str, Any]],
     **_: Any,
 ) -> None:
     if body["metadata"].get("deletionTimestamp"):
         return
     deployment = next(iter(model_deployments_status.get((namespace, name), [])), None)
+    pools: dict[str, dict[str, Any]] = _first(pool_specs)
     outcome = await reconcile_model_deployment(
-        body, memo.state, list(model_pods.get((namespace, name), [])), deployment, _first(node_prices)
+        body,
+        memo.state,
+        list(model_pods.get((namespace, name), [])),
+        deployment,
+        _first(node_prices),
+        pools,
     )
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)

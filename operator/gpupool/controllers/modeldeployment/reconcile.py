@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpupool.controllers.conditions import put_condition
-from gpupool.controllers.kube import NotFound
 from gpupool.controllers.outcome import Outcome
 from gpupool.controllers.state import OperatorState
 from gpupool.planner import (
@@ -87,6 +86,7 @@ async def reconcile_model_deployment(
     pods: list[PodPlacement],
     deployment_status: Mapping[str, Any] | None,
     node_prices: Mapping[str, tuple[float, int]],
+    pools: Mapping[str, Mapping[str, Any]],
 ) -> Outcome:
     meta = body["metadata"]
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
@@ -101,16 +101,14 @@ async def reconcile_model_deployment(
     outcome = Outcome(status)
     pool_name = spec.get("pool") or "default"
 
-    try:
-        pool = await state.kube.get_cluster_object("gpupools", pool_name)
-    except NotFound:
+    pool_spec = pools.get(pool_name)
+    if pool_spec is None:
         return _not_ready(
             outcome,
             generation,
             "PoolNotFound",
             f"spec.pool: GpuPool {pool_name!r} does not exist; create it or name another pool",
         )
-    pool_spec = pool.get("spec") or {}
 
     applied = state.applied.get(uid)
     if applied is None or applied.generation != generation or not applied.plan.feasible:

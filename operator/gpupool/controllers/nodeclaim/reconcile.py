@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gpupool.controllers.conditions import now_stamp, put_condition, seconds
-from gpupool.controllers.kube import Kube, NotFound
 from gpupool.controllers.nodeclaim.launch import launch_request, node_labels
 from gpupool.controllers.nodeclaim.registration import NodeInfo, node_patch, taints_flag
 from gpupool.controllers.state import OperatorState
@@ -59,15 +58,11 @@ def _condition(
     put_condition(status, type_, ok, reason, message, claim["metadata"].get("generation", 1))
 
 
-async def _pool(kube: Kube, name: str) -> dict[str, Any]:
-    try:
-        return await kube.get_cluster_object("gpupools", name)
-    except NotFound:
-        return {"spec": {}}
-
-
 async def reconcile_claim(
-    claim: Mapping[str, Any], state: OperatorState, nodes: Mapping[str, NodeInfo]
+    claim: Mapping[str, Any],
+    state: OperatorState,
+    nodes: Mapping[str, NodeInfo],
+    pools: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
     """Take the claim one step further. Returns the new status; raises GiveUp to abandon it."""
     status: dict[str, Any] = dict(claim.get("status") or {})
@@ -86,8 +81,7 @@ async def reconcile_claim(
             f"GpuProvider {offer['provider']!r} is not known or not ready yet",
         )
         return status
-    pool = await _pool(state.kube, claim["spec"]["pool"])
-    pool_spec = pool.get("spec") or {}
+    pool_spec = pools.get(claim["spec"]["pool"]) or {}
     taints = list(pool_spec.get("taints") or [])
 
     if not status.get("instanceId"):
