@@ -53,8 +53,9 @@ unit: $(STAMP) ## fast tests, no cluster
 test: $(STAMP) ## everything CI runs: lint, unit and cluster tests on the local cluster
 	tests/run.sh
 
-bench: $(STAMP) ## print the benchmark figures
+bench: $(STAMP) ## print the benchmark figures (planner; e2e needs the local cluster)
 	$(PY) bench/planner/run.py
+	KUBECONFIG=$$(tests/cluster/up.sh) PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/e2e/run.py --count 100
 
 demo: $(STAMP) ## the whole story on the local cluster (leaves it running)
 	scripts/demo.sh
