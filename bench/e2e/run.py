@@ -11,6 +11,7 @@ the run finished.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -95,10 +96,8 @@ def main() -> int:
 
     def sample() -> None:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(OSError):  # the process may be gone at the very end
                 peak[0] = max(peak[0], proc_stats(operator.proc.pid)[0])  # type: ignore[union-attr]
-            except OSError:
-                pass
             time.sleep(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
