@@ -276,3 +276,31 @@ def test_spot_interruption_replaces_the_node(
 
     wait_for(replaced, timeout=90, what="a replacement node with the pod on it")
     assert any(e.reason == "SpotInterrupted" for e in gp.events(claim["metadata"]["name"]))
+
+
+def test_launch_that_never_registers_times_out_and_moves_on(
+    gp: Gpupool, start_simcloud: Any, operator: OperatorProcess, namespace: str
+) -> None:
+    cloud: SimCloud = start_simcloud()
+    provider = gp.create_provider("sim", cloud.url)
+    pool = gp.create_pool(
+        "pool", [provider], gpuTypes=["L4"], limits={"maxGpus": 4},
+        disruption={"consolidateAfter": "10s", "launchTimeout": "30s"},
+    )  # fmt: skip
+    _wait_provider_ready(gp, provider)
+    cheapest = _cheapest(cloud, "L4")
+    cloud.fault(scope=cheapest["key"], neverRegister=True)
+    gp.apps.create_namespaced_deployment(namespace, gpu_deployment("stuck", pool, gpus=1))
+
+    wait_for(lambda: ready_pods(gp.core, namespace, "app=stuck"), timeout=120, what="the pod Ready elsewhere")
+    claim = _ready_claims(gp, pool, 1)[0]
+    assert claim["spec"]["offer"]["region"] != cheapest["region"] or (
+        claim["spec"]["offer"]["instanceType"] != cheapest["instanceType"]
+    )
+    timeouts = gp.core.list_namespaced_event("default", field_selector="reason=RegistrationTimeout").items
+    assert any(pool in (e.involved_object.name or "") for e in timeouts)
+    # The instance that never became a node was terminated, not leaked.
+    wait_for(
+        lambda: [i["id"] for i in _instances_of(cloud, operator, pool)] == [claim["status"]["instanceId"]],
+        timeout=30, what="only the working instance left",
+    )  # fmt: skip
