@@ -266,3 +266,9 @@ async def model_deployment_reconcile(
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     patch.status.update(outcome.status)
+
+
+@kopf.on.delete(GROUP, VERSION, "modeldeployments", optional=True)
+def model_deployment_deleted(uid: str, memo: kopf.Memo, **_: Any) -> None:
+    # Its objects go by owner reference and its nodes by consolidation; only memory is ours.
+    memo.state.applied.pop(uid, None)
