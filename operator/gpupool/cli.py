@@ -14,7 +14,12 @@ from collections.abc import Sequence
 def _run(args: argparse.Namespace) -> int:
     from gpupool.controllers.runner import run_operator
 
-    return run_operator(namespace=args.namespace, verbose=args.verbose, liveness_port=args.liveness_port)
+    return run_operator(
+        namespace=args.namespace,
+        verbose=args.verbose,
+        liveness_port=args.liveness_port,
+        metrics_port=args.metrics_port,
+    )
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -36,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.add_argument("--liveness-port", type=int, default=8081, help="port of the /healthz probe; 0 disables")
+    run.add_argument("--metrics-port", type=int, default=8080, help="port of Prometheus /metrics; 0 disables")
     run.set_defaults(func=_run)
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the API models")

@@ -108,7 +108,7 @@ class OperatorProcess:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gpupool", "run", "--liveness-port", "0"],
+            [sys.executable, "-m", "gpupool", "run", "--liveness-port", "0", "--metrics-port", str(self.metrics_port)],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT,
         )  # fmt: skip
         time.sleep(1.0)

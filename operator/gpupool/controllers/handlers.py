@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import kopf
 
+from gpupool import metrics
 from gpupool.controllers import gc
 from gpupool.controllers.kube import GROUP, VERSION, Kube, load_api_client
 from gpupool.controllers.modeldeployment.reconcile import PodPlacement, reconcile_model_deployment
@@ -46,6 +48,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    # The CRDs come with the chart: no need to watch CRDs, so no RBAC to read them.
+    settings.scanning.disabled = True
     memo.state = OperatorState(kube=Kube(load_api_client()), cluster_name=CLUSTER_NAME)
 
 
@@ -123,6 +127,12 @@ def node_prices(status: kopf.Status, spec: kopf.Spec, **_: Any) -> dict[str, tup
     return {node: (float(offer.get("pricePerHour") or 0), int(offer.get("gpuCount") or 0))}
 
 
+@kopf.index(GROUP, VERSION, "gpunodeclaims")
+def claim_phases(status: kopf.Status, **_: Any) -> dict[str, str]:
+    """phase -> the claims in it, for the claims-by-phase gauge."""
+    return {str(status.get("phase") or "Pending"): "claim"}
+
+
 @kopf.index(GROUP, VERSION, "gpupools")
 def pool_specs(name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
     """pool name -> its spec, so claims and models never GET their pool."""
@@ -138,7 +148,8 @@ def _first(index: kopf.Index[str, T]) -> dict[str, T]:
 
 @kopf.timer(GROUP, VERSION, "gpuproviders", interval=PROVIDER_INTERVAL, initial_delay=0)
 async def provider_refresh(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    status = await refresh_provider(body, memo.state)
+    with metrics.reconcile_timer("provider"):
+        status = await refresh_provider(body, memo.state)
     if status is not None:
         patch.status.update(status)
 
@@ -156,6 +167,7 @@ async def provider_deleted(name: str, memo: kopf.Memo, **_: Any) -> None:
     handle = state.providers.pop(name, None)
     if handle is not None:
         await handle.client.aclose()
+    metrics.forget_provider(name)
 
 
 @kopf.timer(GROUP, VERSION, "gpuproviders", interval=GC_INTERVAL, initial_delay=GC_INTERVAL)
@@ -164,7 +176,9 @@ async def collect_orphaned_instances(name: str, memo: kopf.Memo, logger: kopf.Lo
     handle = state.providers.get(name)
     if handle is None:
         return
-    for instance_id in await gc.collect_orphans(state, [handle]):
+    with metrics.reconcile_timer("gc"):
+        terminated = await gc.collect_orphans(state, [handle])
+    for instance_id in terminated:
         logger.warning(f"terminated orphaned instance {instance_id}: its GpuNodeClaim no longer exists")
 
 
@@ -178,15 +192,29 @@ async def pool_reconcile(
     memo: kopf.Memo,
     unschedulable_gpu_pods: kopf.Index[str, Any],
     gpu_pods_by_node: kopf.Index[str, int],
+    claim_phases: kopf.Index[str, str],
     **_: Any,
 ) -> None:
     name = body["metadata"]["name"]
     pending = list(unschedulable_gpu_pods.get(name, []))
     gpus_by_node = {node: sum(values) for node, values in gpu_pods_by_node.items()}
-    outcome = await reconcile_pool(body, pending, gpus_by_node, memo.state)
+    with metrics.reconcile_timer("pool"):
+        outcome = await reconcile_pool(body, pending, gpus_by_node, memo.state)
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     patch.status.update(outcome.status)
+    status = outcome.status
+    metrics.set_pool(
+        name, status.get("gpusTotal", 0), status.get("gpusAllocated", 0), status.get("costPerHour", 0.0)
+    )
+    metrics.set_claims_by_phase({phase: len(claims) for phase, claims in claim_phases.items()})
+
+
+@kopf.on.delete(GROUP, VERSION, "gpupools", optional=True)
+def pool_deleted(name: str, memo: kopf.Memo, **_: Any) -> None:
+    # Its claims go by owner reference, each through its own finalizer.
+    memo.state.pending_window.pop(name, None)
+    metrics.forget_pool(name)
 
 
 # --- GpuNodeClaim --------------------------------------------------------------------------
@@ -206,7 +234,8 @@ async def claim_reconcile(
         return
     pools: dict[str, dict[str, Any]] = _first(pool_specs)
     try:
-        status = await reconcile_claim(body, state, _first(nodes_by_provider_id), pools)
+        with metrics.reconcile_timer("nodeclaim"):
+            status = await reconcile_claim(body, state, _first(nodes_by_provider_id), pools)
     except GiveUp as gave_up:
         kopf.warn(body, reason=gave_up.reason, message=gave_up.message)
         patch.status["phase"] = "Failed"
@@ -215,6 +244,10 @@ async def claim_reconcile(
     previous = (body.get("status") or {}).get("phase")
     if status.get("phase") != previous and status.get("phase") in ("Launched", "Registered", "Ready"):
         kopf.info(body, reason=status["phase"], message=_phase_message(status))
+        if status["phase"] == "Ready" and status.get("launchedAt"):
+            launched = datetime.fromisoformat(str(status["launchedAt"]).replace("Z", "+00:00"))
+            seconds = (datetime.now(UTC) - launched).total_seconds()
+            metrics.observe_launch_to_ready(body["spec"]["offer"]["provider"], seconds)
     patch.status.update(status)
 
 
@@ -230,7 +263,8 @@ async def claim_deleted(
 ) -> None:
     await client_for(body["spec"]["offer"]["provider"], memo.state)
     try:
-        await terminate_claim(body, memo.state, _first(nodes_by_provider_id))
+        with metrics.reconcile_timer("nodeclaim"):
+            await terminate_claim(body, memo.state, _first(nodes_by_provider_id))
     except Retry as retry:
         raise kopf.TemporaryError(str(retry), delay=retry.delay) from retry
 
@@ -255,20 +289,30 @@ async def model_deployment_reconcile(
         return
     deployment = next(iter(model_deployments_status.get((namespace, name), [])), None)
     pools: dict[str, dict[str, Any]] = _first(pool_specs)
-    outcome = await reconcile_model_deployment(
-        body,
-        memo.state,
-        list(model_pods.get((namespace, name), [])),
-        deployment,
-        _first(node_prices),
-        pools,
-    )
+    with metrics.reconcile_timer("modeldeployment"):
+        outcome = await reconcile_model_deployment(
+            body,
+            memo.state,
+            list(model_pods.get((namespace, name), [])),
+            deployment,
+            _first(node_prices),
+            pools,
+        )
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     patch.status.update(outcome.status)
+    status = outcome.status
+    metrics.set_model_deployment(
+        namespace or "",
+        name,
+        status.get("costPerHour", 0.0),
+        status.get("replicas", 0),
+        status.get("readyReplicas", 0),
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, "modeldeployments", optional=True)
-def model_deployment_deleted(uid: str, memo: kopf.Memo, **_: Any) -> None:
+def model_deployment_deleted(uid: str, name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     # Its objects go by owner reference and its nodes by consolidation; only memory is ours.
     memo.state.applied.pop(uid, None)
+    metrics.forget_model_deployment(namespace or "", name)

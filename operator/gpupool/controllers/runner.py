@@ -14,7 +14,9 @@ def _drop_routine_success(record: logging.LogRecord) -> bool:
     return not (message.startswith("Timer ") and message.endswith(" succeeded."))
 
 
-def run_operator(*, namespace: list[str] | None, verbose: bool, liveness_port: int) -> int:
+def run_operator(
+    *, namespace: list[str] | None, verbose: bool, liveness_port: int, metrics_port: int = 0
+) -> int:
     import kopf
 
     from gpupool.controllers import handlers  # noqa: F401  (registers the handlers)
@@ -28,6 +30,10 @@ def run_operator(*, namespace: list[str] | None, verbose: bool, liveness_port: i
         logging.getLogger("httpx").setLevel(logging.WARNING)
         logging.getLogger("kopf.objects").addFilter(_drop_routine_success)
     liveness = f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None
+    if metrics_port:
+        from gpupool.metrics import start_metrics_server
+
+        start_metrics_server(metrics_port)
     kopf.run(
         standalone=True,
         clusterwide=not namespace,

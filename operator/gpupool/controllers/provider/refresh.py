@@ -16,10 +16,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from gpupool import metrics
 from gpupool.catalog import apply_discounts
 from gpupool.controllers.conditions import now_stamp, put_condition, seconds
 from gpupool.controllers.kube import NotFound
 from gpupool.controllers.state import OperatorState, ProviderHandle
+from gpupool.metrics import MeteredProvider
 from gpupool.providers.errors import AuthError, ProviderError
 from gpupool.providers.registry import build_provider
 
@@ -76,7 +78,7 @@ async def ensure_client(name: str, spec: Mapping[str, Any], state: OperatorState
     handle = ProviderHandle(
         name=name,
         type=str(spec["type"]),
-        client=provider,
+        client=MeteredProvider(provider),
         spec_fingerprint=wanted,
         user_data_template=template,
     )
@@ -121,6 +123,7 @@ async def refresh_provider(
     handle.sold_out = frozenset(p.offer.key for p in listed if not p.available)
     handle.refreshed_at = now
     handle.healthy = True
+    metrics.set_offers(name, len(handle.offers))
     available = len(handle.offers) - len(handle.sold_out & {o.key for o in handle.offers})
     status.update(
         offers=len(handle.offers),
