@@ -43,8 +43,9 @@ fmt: $(STAMP) ## format and autofix
 	$(VENV)/bin/ruff format operator tests bench
 	$(VENV)/bin/ruff check --fix operator tests bench
 
-crds: $(STAMP) ## regenerate crds/ and docs/api.md from the API models
+crds: $(STAMP) ## regenerate crds/, the chart's CRDs and docs/api.md from the API models
 	$(VENV)/bin/gpupool crds --out crds
+	$(VENV)/bin/gpupool crds --out charts/gpupool-operator/crds
 	$(PY) -m gpupool.api.reference docs/api.md
 
 unit: $(STAMP) ## fast tests, no cluster

@@ -131,6 +131,16 @@ class GpuProviderSpec(WireModel):
     bootstrap: Bootstrap | None = Field(
         default=None, description="How new instances join the cluster. Leave out for the type's default."
     )
+    options: Annotated[
+        dict[str, Annotated[str, Field(max_length=256)]],
+        Field(max_length=16),
+    ] = Field(
+        default_factory=dict,
+        description=(
+            "Settings particular to the provider type, never secrets: lambda sshKeyName (required by Lambda "
+            "to launch); runpod image and containerDiskGb."
+        ),
+    )
 
 
 class GpuProviderStatus(WireModel):

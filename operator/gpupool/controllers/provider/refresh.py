@@ -36,7 +36,7 @@ class ProviderSpecError(Exception):
 
 
 def fingerprint(spec: Mapping[str, Any]) -> str:
-    relevant = {k: spec.get(k) for k in ("type", "endpoint", "credentialsSecretRef")}
+    relevant = {k: spec.get(k) for k in ("type", "endpoint", "credentialsSecretRef", "options")}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -74,6 +74,7 @@ async def ensure_client(name: str, spec: Mapping[str, Any], state: OperatorState
         await _api_key(state, spec),
         state.cluster_name,
         name=name,
+        options=dict(spec.get("options") or {}),
     )
     handle = ProviderHandle(
         name=name,
