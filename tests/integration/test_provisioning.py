@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from tests.conftest import wait_for
 from tests.integration.conftest import Gpupool, OperatorProcess, SimCloud, gpu_deployment, ready_pods
@@ -303,4 +304,74 @@ def test_launch_that_never_registers_times_out_and_moves_on(
     wait_for(
         lambda: [i["id"] for i in _instances_of(cloud, operator, pool)] == [claim["status"]["instanceId"]],
         timeout=30, what="only the working instance left",
+    )  # fmt: skip
+
+
+def test_orphaned_instance_is_garbage_collected(
+    gp: Gpupool, start_simcloud: Any, operator: OperatorProcess, namespace: str
+) -> None:
+    import uuid
+
+    import httpx
+
+    cloud: SimCloud = start_simcloud()
+    provider = gp.create_provider("sim", cloud.url)
+    pool = gp.create_pool("pool", [provider], gpuTypes=["L4"])
+    _wait_provider_ready(gp, provider)
+    offer = _cheapest(cloud, "L4")
+    # An instance tagged as this cluster's whose claim does not exist: what a claim deleted
+    # by hand (finalizer and all) would leave behind.
+    orphan = httpx.post(f"{cloud.url}/v1/instances", timeout=5, json={
+        "region": offer["region"], "zone": offer.get("zone") or "", "instanceType": offer["instanceType"],
+        "tags": {"gpupool.dev/cluster": operator.cluster_name, "gpupool.dev/claim-uid": str(uuid.uuid4()),
+                 "gpupool.dev/pool": pool},
+    }).json()["data"]  # fmt: skip
+    # Someone else's instance (no cluster tag of ours) must be left alone.
+    foreign = httpx.post(f"{cloud.url}/v1/instances", timeout=5, json={
+        "region": offer["region"], "zone": offer.get("zone") or "", "instanceType": offer["instanceType"],
+        "tags": {"team": "someone-else"},
+    }).json()["data"]  # fmt: skip
+
+    def state_of(instance_id: str) -> str:
+        data = httpx.get(f"{cloud.url}/v1/instances/{instance_id}", timeout=5).json()["data"]
+        return str(data["state"])
+
+    # GC runs every 5 s here with a 5 s grace period (GPUPOOL_GC_INTERVAL/GRACE in the harness).
+    wait_for(
+        lambda: state_of(orphan["id"]) in ("terminating", "terminated"), timeout=60, what="orphan terminated"
+    )
+    assert state_of(foreign["id"]) in ("pending", "running")
+
+
+def test_drain_respects_pod_disruption_budgets(
+    gp: Gpupool, simcloud: SimCloud, operator: OperatorProcess, namespace: str
+) -> None:
+    provider = gp.create_provider("sim", simcloud.url)
+    pool = gp.create_pool("pool", [provider], gpuTypes=["L4"], limits={"maxGpus": 4})
+    gp.apps.create_namespaced_deployment(namespace, gpu_deployment("guarded", pool, gpus=1))
+    policy = client.PolicyV1Api(gp.core.api_client)
+    policy.create_namespaced_pod_disruption_budget(namespace, {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "guarded"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "guarded"}}},
+    })  # fmt: skip
+    pod = wait_for(lambda: ready_pods(gp.core, namespace, "app=guarded"), timeout=90, what="a Ready pod")[0]
+    claim = _ready_claims(gp, pool, 1)[0]
+    name = claim["metadata"]["name"]
+
+    gp.custom.delete_cluster_custom_object("gpupool.dev", "v1alpha1", "gpunodeclaims", name)
+    node = pod.spec.node_name
+    wait_for(lambda: gp.core.read_node(node).spec.unschedulable, timeout=30, what="node cordoned")
+    time.sleep(6)
+    # The budget refuses the eviction: the pod keeps serving and the claim keeps its finalizer.
+    assert gp.core.read_namespaced_pod(pod.metadata.name, namespace).metadata.deletion_timestamp is None
+    assert gp.get("gpunodeclaims", name)["metadata"].get("deletionTimestamp")
+
+    policy.delete_namespaced_pod_disruption_budget("guarded", namespace)
+    wait_for(
+        lambda: name not in {c["metadata"]["name"] for c in gp.claims(pool)}, timeout=60, what="claim gone"
+    )
+    # The evicted pod's replacement gets a new node from the pool.
+    wait_for(
+        lambda: (p := ready_pods(gp.core, namespace, "app=guarded")) and p[0].spec.node_name != node,
+        timeout=90, what="the pod Ready on a new node",
     )  # fmt: skip
