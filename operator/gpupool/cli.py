@@ -19,6 +19,7 @@ def _run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         liveness_port=args.liveness_port,
         metrics_port=args.metrics_port,
+        peering=args.peering,
     )
 
 
@@ -42,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.add_argument("--liveness-port", type=int, default=8081, help="port of the /healthz probe; 0 disables")
     run.add_argument("--metrics-port", type=int, default=8080, help="port of Prometheus /metrics; 0 disables")
+    run.add_argument(
+        "--peering",
+        default=None,
+        metavar="NAME",
+        help="run as one of several replicas that elect one active through kopf's ClusterKopfPeering NAME "
+        "(the chart installs it); default: standalone, a single replica",
+    )
     run.set_defaults(func=_run)
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the API models")

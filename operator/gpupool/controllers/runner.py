@@ -7,6 +7,7 @@ else is registered anywhere, so this module and the switchboard are the whole wi
 from __future__ import annotations
 
 import logging
+import os
 
 
 def _drop_routine_success(record: logging.LogRecord) -> bool:
@@ -15,7 +16,12 @@ def _drop_routine_success(record: logging.LogRecord) -> bool:
 
 
 def run_operator(
-    *, namespace: list[str] | None, verbose: bool, liveness_port: int, metrics_port: int = 0
+    *,
+    namespace: list[str] | None,
+    verbose: bool,
+    liveness_port: int,
+    metrics_port: int = 0,
+    peering: str | None = None,
 ) -> int:
     import kopf
 
@@ -35,7 +41,11 @@ def run_operator(
 
         start_metrics_server(metrics_port)
     kopf.run(
-        standalone=True,
+        # Standalone unless peering is asked for: then the replica with the highest priority
+        # works and the others wait, so two never reconcile the same object at once.
+        standalone=peering is None,
+        peering_name=peering,
+        priority=int(os.environ.get("GPUPOOL_PEERING_PRIORITY", "0")),
         clusterwide=not namespace,
         namespaces=namespace or (),
         liveness_endpoint=liveness,
