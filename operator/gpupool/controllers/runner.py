@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 
 
 def _drop_routine_success(record: logging.LogRecord) -> bool:
@@ -45,7 +46,8 @@ def run_operator(
         # works and the others wait, so two never reconcile the same object at once.
         standalone=peering is None,
         peering_name=peering,
-        priority=int(os.environ.get("GPUPOOL_PEERING_PRIORITY", "0")),
+        # Equal priorities would leave replicas in a stand-off; a random one breaks the tie.
+        priority=int(os.environ.get("GPUPOOL_PEERING_PRIORITY") or random.randint(1, 1_000_000)),
         clusterwide=not namespace,
         namespaces=namespace or (),
         liveness_endpoint=liveness,
