@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kubernetes.client import ApiException
+
 from gpupool.controllers.conditions import put_condition, seconds
 from gpupool.controllers.kube import GROUP, VERSION
 from gpupool.controllers.outcome import Outcome
@@ -186,8 +188,17 @@ async def reconcile_pool(
         )
         for instance in result.new_instances:
             manifest = claim_manifest(pool, instance)
-            await state.kube.create_cluster_object("gpunodeclaims", manifest)
             offer = instance.offer
+            try:
+                await state.kube.create_cluster_object("gpunodeclaims", manifest)
+            except ApiException as error:
+                if error.status != 422:
+                    raise
+                # The API server refuses a claim for this offer (a name the schema does not
+                # accept): leave the offer out for a while and let the next batch try another.
+                state.mark_unavailable(offer.key, instance.capacity_type, now)
+                outcome.warn("ClaimRejected", f"offer {offer.key} cannot be claimed: {str(error.body)[:300]}")
+                continue
             outcome.info(
                 "Provisioning",
                 f"claim {manifest['metadata']['name']}: {offer.gpu_count}x {offer.gpu} {offer.instance_type} "
