@@ -1,0 +1,236 @@
+"""The pure decisions inside the controllers, without a cluster: what a pod asks, when a batch
+closes, what counts as capacity on its way, which nodes are consolidated, which instances are
+orphans, and what a claim's launch request and node patch look like."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gpupool.controllers.gc import orphans
+from gpupool.controllers.nodeclaim.launch import launch_request, node_labels, render_user_data
+from gpupool.controllers.nodeclaim.registration import node_info, node_patch, taints_flag
+from gpupool.controllers.pool.consolidation import consolidation_candidates
+from gpupool.controllers.pool.pending import is_unschedulable, pod_demand, pod_gpus
+from gpupool.controllers.pool.reconcile import (
+    BATCH_IDLE,
+    BATCH_MAX,
+    batch_ready,
+    claim_manifest,
+    in_flight_capacity,
+)
+from gpupool.controllers.pool.status import pool_totals
+from gpupool.planner import NewInstance
+from gpupool.providers.base import Instance, InstanceState
+
+UNSCHEDULABLE = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+
+
+def pod(
+    *, gpus: int = 1, pool: str | None = "p", via: str = "selector", gpu: tuple[str, ...] = (), **status: Any
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]
+    }
+    if pool and via == "selector":
+        spec["nodeSelector"] = {"gpupool.dev/pool": pool}
+    elif pool:
+        expressions = [{"key": "gpupool.dev/pool", "operator": "In", "values": [pool]}]
+        if gpu:
+            expressions.append({"key": "gpupool.dev/gpu", "operator": "In", "values": list(gpu)})
+        spec["affinity"] = {
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": expressions}]}}}  # fmt: skip
+    return {"metadata": {"name": "x", "namespace": "ns"}, "spec": spec,
+            "status": {"phase": "Pending", "conditions": [UNSCHEDULABLE], **status}}  # fmt: skip
+
+
+def claim(
+    name: str,
+    *,
+    gpus: int = 4,
+    price: float = 2.0,
+    node: str | None = None,
+    phase: str = "Launched",
+    **extra: Any,
+) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase, **extra}
+    if node:
+        status["nodeName"] = node
+    return {
+        "metadata": {"name": name, "uid": f"uid-{name}"},
+        "spec": {"pool": "p", "offer": {"provider": "sim", "region": "r", "instanceType": "it", "gpu": "L4",
+                                         "gpuCount": gpus, "capacityType": "on-demand", "pricePerHour": price}},
+        "status": status,
+    }  # fmt: skip
+
+
+class TestPodDemand:
+    def test_selector_and_affinity_both_name_the_pool(self) -> None:
+        assert pod_demand(pod(via="selector")).pool == "p"  # type: ignore[union-attr]
+        demand = pod_demand(pod(via="affinity", gpu=("H100", "A100-80GB")))
+        assert demand is not None and demand.gpu_types == ("A100-80GB", "H100")
+
+    def test_no_pool_or_no_gpu_is_not_demand(self) -> None:
+        assert pod_demand(pod(pool=None)) is None
+        assert pod_demand(pod(gpus=0)) is None
+
+    def test_gpus_sum_containers_and_take_the_largest_init_container(self) -> None:
+        spec = {
+            "containers": [{"resources": {"limits": {"nvidia.com/gpu": "2"}}}, {"resources": {"requests": {"nvidia.com/gpu": "1"}}}],
+            "initContainers": [{"resources": {"limits": {"nvidia.com/gpu": "4"}}}],
+        }  # fmt: skip
+        assert pod_gpus(spec) == 4
+        spec["initContainers"] = []
+        assert pod_gpus(spec) == 3
+
+    def test_only_unbound_pending_pods_the_scheduler_gave_up_on(self) -> None:
+        assert is_unschedulable(pod())
+        assert not is_unschedulable(pod(conditions=[]))
+        bound = pod()
+        bound["spec"]["nodeName"] = "n1"
+        assert not is_unschedulable(bound)
+        assert not is_unschedulable(pod(phase="Running"))
+        deleting = pod()
+        deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        assert not is_unschedulable(deleting)
+
+
+class TestBatching:
+    def test_closes_after_idle(self) -> None:
+        ready, window = batch_ready(None, frozenset({"a"}), 100.0)
+        assert not ready
+        ready, window = batch_ready(window, frozenset({"a"}), 100.0 + BATCH_IDLE)
+        assert ready
+
+    def test_new_pods_keep_it_open_until_the_maximum(self) -> None:
+        window = None
+        now = 0.0
+        pods: frozenset[str] = frozenset()
+        closed_at = None
+        while now < BATCH_MAX + 5:
+            pods = pods | {f"p{now}"}  # a new pod every half second
+            ready, window = batch_ready(window, pods, now)
+            if ready:
+                closed_at = now
+                break
+            now += 0.5
+        assert closed_at == pytest.approx(BATCH_MAX)
+
+    def test_no_pods_no_window(self) -> None:
+        assert batch_ready((1.0, 1.0, frozenset({"a"})), frozenset(), 5.0) == (False, None)
+
+
+class TestCapacityAndTotals:
+    def test_in_flight_counts_launching_and_fresh_nodes_minus_bound_gpus(self) -> None:
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        fresh = (now - timedelta(seconds=5)).isoformat().replace("+00:00", "Z")
+        old = (now - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+        claims = [
+            claim("launching"),
+            claim("fresh", node="n1", phase="Ready", conditions=[{"type": "Ready", "status": "True", "lastTransitionTime": fresh}]),
+            claim("old", node="n2", phase="Ready", conditions=[{"type": "Ready", "status": "True", "lastTransitionTime": old}]),
+        ]  # fmt: skip
+        deleting = claim("deleting")
+        deleting["metadata"]["deletionTimestamp"] = old
+        capacity = in_flight_capacity([*claims, deleting], {"n1": 3}, now.timestamp(), "p")
+        assert {c.name: c.free_gpus for c in capacity} == {"launching": 4, "fresh": 1}
+
+    def test_totals(self) -> None:
+        totals = pool_totals([claim("a", node="n1", price=1.5), claim("b", price=2.5)], {"n1": 9})
+        assert totals == {"nodes": 1, "gpusTotal": 4, "gpusAllocated": 4, "costPerHour": 4.0}
+
+    def test_claim_manifest_leaves_out_empty_zone_and_unknown_memory(self) -> None:
+        from gpupool.catalog import Offer
+
+        offer = Offer("sim", "r", "", "it", "L4", 1, 0.0, None, None, 1.0, None)
+        manifest = claim_manifest(
+            {"metadata": {"name": "p", "uid": "u"}}, NewInstance(offer, "on-demand", 1.0, ("a",), 1)
+        )
+        assert "zone" not in manifest["spec"]["offer"] and "gpuMemoryGiB" not in manifest["spec"]["offer"]
+        assert manifest["metadata"]["ownerReferences"][0]["uid"] == "u"
+        assert manifest["metadata"]["labels"] == {"gpupool.dev/pool": "p"}
+
+
+class TestConsolidation:
+    def test_empty_ready_node_goes_after_the_delay(self) -> None:
+        claims = [claim("a", node="n1", phase="Ready"), claim("b", node="n2", phase="Ready")]
+        doomed, clock = consolidation_candidates(claims, {"n2": 1}, {}, 100.0, 30.0, 0)
+        assert doomed == [] and clock == {"n1": 100.0}
+        doomed, clock = consolidation_candidates(claims, {"n2": 1}, clock, 130.0, 30.0, 0)
+        assert doomed == ["a"]
+
+    def test_nothing_goes_while_pods_are_pending(self) -> None:
+        doomed, _ = consolidation_candidates(
+            [claim("a", node="n1", phase="Ready")], {}, {"n1": 0.0}, 999.0, 30.0, 2
+        )
+        assert doomed == []
+
+
+class TestGarbageCollection:
+    def test_only_our_instances_without_a_claim_past_the_grace(self) -> None:
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        old, new = now - timedelta(minutes=5), now - timedelta(seconds=5)
+
+        def inst(
+            i: str, uid: str | None, at: datetime, state: InstanceState = InstanceState.RUNNING
+        ) -> Instance:
+            return Instance(id=i, state=state, provider_id=f"sim://{i}", region="r", instance_type="it",
+                            claim_uid=uid, launched_at=at)  # fmt: skip
+
+        instances = [
+            inst("kept", "live", old),
+            inst("orphan", "gone", old),
+            inst("young", "gone2", new),
+            inst("foreign", None, old),
+            inst("ending", "gone3", old, InstanceState.TERMINATING),
+        ]
+        assert [i.id for i in orphans(instances, ["live"], now, 60)] == ["orphan"]
+
+
+class TestLaunch:
+    def test_request_and_user_data_come_from_the_claim(self) -> None:
+        c = claim("c1")
+        request = launch_request(
+            c, cluster_name="prod", pool_labels={"team": "ml"}, taints=taints_flag([]),
+            user_data_template="join --labels=${NODE_LABELS} --taints=${NODE_TAINTS} ${UNKNOWN} $$HOME",
+        )  # fmt: skip
+        assert request.claim_uid == "uid-c1" and request.max_price is None
+        assert request.labels["team"] == "ml" and request.labels["gpupool.dev/pool"] == "p"
+        assert "gpupool.dev/gpu=L4" in request.user_data
+        assert "--taints=nvidia.com/gpu=present:NoSchedule" in request.user_data
+        assert "${UNKNOWN} $HOME" in request.user_data
+
+    def test_operator_labels_win_over_pool_labels(self) -> None:
+        labels = node_labels(claim("c1"), {"gpupool.dev/pool": "spoofed"})
+        assert labels["gpupool.dev/pool"] == "p"
+
+    def test_render_user_data_without_placeholders_is_unchanged(self) -> None:
+        assert render_user_data("#!/bin/sh\necho hi\n", claim("c"), {}, "") == "#!/bin/sh\necho hi\n"
+
+
+class TestNodePatch:
+    def test_adds_missing_labels_and_taints_only(self) -> None:
+        body = {
+            "metadata": {"name": "n1", "labels": {"a": "1"}},
+            "spec": {"providerID": "sim://1", "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }  # fmt: skip
+        info = node_info(body)
+        assert info is not None and info.ready
+        patch = node_patch(
+            info, {"a": "1", "b": "2"}, [{"key": "team", "value": "ml", "effect": "NoSchedule"}]
+        )
+        assert patch == {
+            "metadata": {"labels": {"b": "2"}},
+            "spec": {"taints": [
+                {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
+                {"key": "team", "value": "ml", "effect": "NoSchedule"},
+            ]},
+        }  # fmt: skip
+        assert node_patch(info, {"a": "1"}, []) is None
+
+    def test_a_node_without_provider_id_is_not_indexed(self) -> None:
+        assert node_info({"metadata": {"name": "n"}, "spec": {}}) is None
