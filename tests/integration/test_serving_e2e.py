@@ -199,3 +199,23 @@ def test_scale_subresource_and_delete(
     )
     # Its nodes are empty now, and consolidated (consolidateAfter is 10s here).
     wait_for(lambda: not gp.claims(pool), timeout=90, what="nodes consolidated")
+
+
+def test_pool_out_of_room_shows_on_the_model_as_insufficient_capacity(
+    gp: Gpupool, simcloud: SimCloud, operator: OperatorProcess, namespace: str
+) -> None:
+    from tests.integration.conftest import gpu_deployment
+
+    pool = _setup(gp, simcloud, gpuTypes=["L4"], limits={"maxGpus": 1})
+    # Another workload takes the pool's only GPU first.
+    gp.apps.create_namespaced_deployment(namespace, gpu_deployment("first", pool, gpus=1))
+    wait_for(lambda: ready_pods(gp.core, namespace, "app=first"), timeout=90, what="the first workload Ready")
+    gp.create_model("late", model="meta-llama/Llama-3.2-1B-Instruct", pool=pool)
+
+    def starved() -> dict[str, Any] | None:
+        condition = gp.condition(gp.get("modeldeployments", "late"), "Degraded")
+        return condition if condition and condition["reason"] == "InsufficientCapacity" else None
+
+    condition = wait_for(starved, timeout=60, what="Degraded: InsufficientCapacity")
+    assert condition["status"] == "True" and "maxGpus" in condition["message"], condition
+    assert gp.condition(gp.get("modeldeployments", "late"), "Ready")["status"] == "False"

@@ -139,6 +139,15 @@ def pool_specs(name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]
     return {name: dict(spec)}
 
 
+@kopf.index(GROUP, VERSION, "gpupools")
+def degraded_pools(name: str, status: kopf.Status, **_: Any) -> dict[str, dict[str, Any]]:
+    """pool name -> its Degraded condition, while it is True."""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Degraded" and condition.get("status") == "True":
+            return {name: dict(condition)}
+    return {}
+
+
 def _first(index: kopf.Index[str, T]) -> dict[str, T]:
     return {key: next(iter(values)) for key, values in index.items() if values}
 
@@ -283,12 +292,14 @@ async def model_deployment_reconcile(
     model_deployments_status: kopf.Index[Any, Any],
     node_prices: kopf.Index[str, tuple[float, int]],
     pool_specs: kopf.Index[str, dict[str, Any]],
+    degraded_pools: kopf.Index[str, dict[str, Any]],
     **_: Any,
 ) -> None:
     if body["metadata"].get("deletionTimestamp"):
         return
     deployment = next(iter(model_deployments_status.get((namespace, name), [])), None)
     pools: dict[str, dict[str, Any]] = _first(pool_specs)
+    degraded: dict[str, dict[str, Any]] = _first(degraded_pools)
     with metrics.reconcile_timer("modeldeployment"):
         outcome = await reconcile_model_deployment(
             body,
@@ -297,6 +308,7 @@ async def model_deployment_reconcile(
             deployment,
             _first(node_prices),
             pools,
+            degraded,
         )
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)

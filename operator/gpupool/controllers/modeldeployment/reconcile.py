@@ -87,6 +87,7 @@ async def reconcile_model_deployment(
     deployment_status: Mapping[str, Any] | None,
     node_prices: Mapping[str, tuple[float, int]],
     pools: Mapping[str, Mapping[str, Any]],
+    pool_degraded: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Outcome:
     meta = body["metadata"]
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
@@ -100,6 +101,7 @@ async def reconcile_model_deployment(
     }
     outcome = Outcome(status)
     pool_name = spec.get("pool") or "default"
+    pool_degraded = pool_degraded or {}
 
     pool_spec = pools.get(pool_name)
     if pool_spec is None:
@@ -194,9 +196,17 @@ async def reconcile_model_deployment(
     )
     if choice.cost_per_million_tokens is not None:
         status["costPerMillionTokens"] = round(choice.cost_per_million_tokens, 4)
-    put_condition(
-        status, "Degraded", False, "Placed", "a placement fits the model and the budget", generation
-    )
+    starved = pool_degraded.get(pool_name)
+    if ready < desired and starved is not None:
+        # The pods wait for nodes the pool cannot buy: say so here, where the user looks.
+        put_condition(
+            status, "Degraded", True, "InsufficientCapacity",
+            f"GpuPool {pool_name}: {starved.get('message', '')}"[:1000], generation,
+        )  # fmt: skip
+    else:
+        put_condition(
+            status, "Degraded", False, "Placed", "a placement fits the model and the budget", generation
+        )
     if ready >= desired and updated >= desired:
         put_condition(
             status, "Progressing", False, "RolloutComplete", f"{ready}/{desired} replicas ready", generation
