@@ -169,6 +169,20 @@ class TestConsolidation:
         assert doomed == []
 
 
+class TestExpiration:
+    def test_claims_older_than_expire_after_go(self) -> None:
+        from gpupool.controllers.pool.consolidation import expired_claims
+
+        now = datetime(2026, 1, 2, tzinfo=UTC).timestamp()
+        claims = [
+            claim("old", launchedAt="2026-01-01T00:00:00Z"),
+            claim("new", launchedAt="2026-01-01T23:30:00Z"),
+            claim("unlaunched"),
+        ]
+        assert expired_claims(claims, now, 3600.0) == ["old"]
+        assert expired_claims(claims, now, None) == []
+
+
 class TestGarbageCollection:
     def test_only_our_instances_without_a_claim_past_the_grace(self) -> None:
         now = datetime(2026, 1, 1, tzinfo=UTC)

@@ -1,4 +1,6 @@
-"""Consolidation: a node that has held no GPU pod for `consolidateAfter` is given back.
+"""Consolidation and expiration: which of a pool's nodes to give back, and when.
+
+A node that has held no GPU pod for `consolidateAfter` is given back.
 
 Only empty nodes are removed for now (Karpenter's "empty" consolidation); replacing an
 underused node by a cheaper one is not done yet. Nothing is removed while the pool has
@@ -9,6 +11,7 @@ The empty-since clock is in memory: a restart only makes the operator more patie
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 
@@ -35,3 +38,21 @@ def consolidation_candidates(
         if pending_pods == 0 and now - since >= consolidate_after:
             doomed.append(claim["metadata"]["name"])
     return doomed, clock
+
+
+def expired_claims(claims: Sequence[Mapping[str, Any]], now: float, expire_after: float | None) -> list[str]:
+    """Claims launched more than `expireAfter` ago (None: Never), as Karpenter expires nodes.
+
+    Deleting them drains within PodDisruptionBudgets, and the evicted pods' demand buys fresh
+    nodes, so long-lived machines (and their drifted images or leaked state) are recycled.
+    """
+    if expire_after is None:
+        return []
+    doomed = []
+    for claim in claims:
+        launched = (claim.get("status") or {}).get("launchedAt")
+        if claim["metadata"].get("deletionTimestamp") or not launched:
+            continue
+        if now - datetime.fromisoformat(str(launched).replace("Z", "+00:00")).timestamp() >= expire_after:
+            doomed.append(claim["metadata"]["name"])
+    return doomed

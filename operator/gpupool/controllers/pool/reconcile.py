@@ -21,7 +21,7 @@ from kubernetes.client import ApiException
 from gpupool.controllers.conditions import put_condition, seconds
 from gpupool.controllers.kube import GROUP, VERSION
 from gpupool.controllers.outcome import Outcome
-from gpupool.controllers.pool.consolidation import consolidation_candidates
+from gpupool.controllers.pool.consolidation import consolidation_candidates, expired_claims
 from gpupool.controllers.pool.pending import PodDemand
 from gpupool.controllers.pool.status import pool_totals
 from gpupool.controllers.state import OperatorState
@@ -241,6 +241,10 @@ async def reconcile_pool(
         if node and node not in clock:
             state.empty_since.pop(node, None)
     state.empty_since.update(clock)
+    expire_text = str(disruption.get("expireAfter") or "Never")
+    for claim_name in expired_claims(live, now, None if expire_text == "Never" else seconds(expire_text)):
+        await state.kube.delete_cluster_object("gpunodeclaims", claim_name)
+        outcome.info("Expiring", f"claim {claim_name}: launched more than {expire_text} ago")
     for claim_name in doomed:
         await state.kube.delete_cluster_object("gpunodeclaims", claim_name)
         outcome.info(
