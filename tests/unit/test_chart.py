@@ -101,7 +101,7 @@ def test_lint_strict(name: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-REGENERATE = "regenerate with: gpupool crds --out crds && gpupool crds --out charts/gpupool-operator/crds"
+REGENERATE = "regenerate both with: make crds"
 
 
 def test_chart_crds_are_the_generated_crds() -> None:
