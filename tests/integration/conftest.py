@@ -101,6 +101,7 @@ class OperatorProcess:
             "GPUPOOL_CLUSTER_NAME": cluster_name,
             "GPUPOOL_GC_INTERVAL": "5",
             "GPUPOOL_GC_GRACE": "5",
+            "GPUPOOL_REAPPLY_SECONDS": "3",
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()

@@ -219,3 +219,25 @@ def test_pool_out_of_room_shows_on_the_model_as_insufficient_capacity(
     condition = wait_for(starved, timeout=60, what="Degraded: InsufficientCapacity")
     assert condition["status"] == "True" and "maxGpus" in condition["message"], condition
     assert gp.condition(gp.get("modeldeployments", "late"), "Ready")["status"] == "False"
+
+
+def test_a_persons_edit_of_a_managed_field_is_put_back(
+    gp: Gpupool, simcloud: SimCloud, operator: OperatorProcess, namespace: str
+) -> None:
+    pool = _setup(gp, simcloud, gpuTypes=["L4"])
+    gp.create_model(
+        "owned", model="meta-llama/Llama-3.2-1B-Instruct", pool=pool, engine={"maxModelLen": 4096}
+    )
+    wait_for(lambda: _ready(gp, "owned"), timeout=120, what="Ready")
+    # Someone scales the Deployment by hand and edits the vLLM arguments.
+    deployment = gp.apps.read_namespaced_deployment("owned", namespace)
+    args = list(deployment.spec.template.spec.containers[0].args)
+    tampered = [a if a != "4096" else "999" for a in args]
+    gp.apps.patch_namespaced_deployment("owned", namespace, {
+        "spec": {"replicas": 5, "template": {"spec": {"containers": [{"name": "vllm", "args": tampered}]}}}})  # fmt: skip
+
+    def restored() -> bool:
+        current = gp.apps.read_namespaced_deployment("owned", namespace)
+        return current.spec.replicas == 1 and list(current.spec.template.spec.containers[0].args) == args
+
+    wait_for(restored, timeout=30, what="the operator's fields put back")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ from gpupool.planner import (
 )
 from gpupool.serving import RenderError, render_all, selector_labels, serving_input_from_spec
 
-REAPPLY_SECONDS = 60.0
+# How often unchanged objects are applied again anyway, to put back a person's edit.
+REAPPLY_SECONDS = float(os.environ.get("GPUPOOL_REAPPLY_SECONDS", "60"))
 
 
 @dataclass
