@@ -12,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
+
+from kubernetes.client import ApiException
 
 from gpupool import metrics
 from gpupool.catalog import apply_discounts
@@ -55,6 +58,14 @@ async def _api_key(state: OperatorState, spec: Mapping[str, Any]) -> str:
     except KeyError as error:
         raise ProviderSpecError(
             f"spec.credentialsSecretRef.key: Secret {namespace}/{ref['name']} has no key {key!r}"
+        ) from error
+    except ApiException as error:
+        if error.status != 403:
+            raise
+        allowed = os.environ.get("GPUPOOL_CREDENTIALS_NAMESPACE", DEFAULT_SECRET_NAMESPACE)
+        raise ProviderSpecError(
+            f"spec.credentialsSecretRef.namespace: the operator may read Secrets only in namespace "
+            f"{allowed!r} (the chart's credentials.namespace); move Secret {ref['name']} there"
         ) from error
 
 
