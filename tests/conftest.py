@@ -147,9 +147,6 @@ def wait_for(
     )
 
 
-GPU_TAINT = client.V1Taint(key="nvidia.com/gpu", value="present", effect="NoSchedule")
-
-
 def gpu_node_manifest(
     name: str,
     *,

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from gpupool.controllers.gc import orphans
-from gpupool.controllers.nodeclaim.launch import launch_request, node_labels, render_user_data
-from gpupool.controllers.nodeclaim.registration import node_info, node_patch, taints_flag
+from gpupool.controllers.nodeclaim.launch import launch_request, node_labels
+from gpupool.controllers.nodeclaim.registration import node_info, node_patch
 from gpupool.controllers.pool.consolidation import consolidation_candidates
 from gpupool.controllers.pool.pending import is_unschedulable, pod_demand, pod_gpus
 from gpupool.controllers.pool.reconcile import (
@@ -208,8 +208,8 @@ class TestLaunch:
     def test_request_and_user_data_come_from_the_claim(self) -> None:
         c = claim("c1")
         request = launch_request(
-            c, cluster_name="prod", pool_labels={"team": "ml"}, taints=taints_flag([]),
-            user_data_template="join --labels=${NODE_LABELS} --taints=${NODE_TAINTS} ${UNKNOWN} $$HOME",
+            c, cluster_name="prod", pool_labels={"team": "ml"}, pool_taints=[],
+            user_data_template="join --labels=${GPUPOOL_NODE_LABELS} --taints=${GPUPOOL_NODE_TAINTS} ${UNKNOWN} $$HOME",
         )  # fmt: skip
         assert request.claim_uid == "uid-c1" and request.max_price is None
         assert request.labels["team"] == "ml" and request.labels["gpupool.dev/pool"] == "p"
@@ -221,8 +221,24 @@ class TestLaunch:
         labels = node_labels(claim("c1"), {"gpupool.dev/pool": "spoofed"})
         assert labels["gpupool.dev/pool"] == "p"
 
-    def test_render_user_data_without_placeholders_is_unchanged(self) -> None:
-        assert render_user_data("#!/bin/sh\necho hi\n", claim("c"), {}, "") == "#!/bin/sh\necho hi\n"
+    def test_user_data_without_placeholders_is_unchanged(self) -> None:
+        request = launch_request(
+            claim("c"),
+            cluster_name="prod",
+            pool_labels={},
+            pool_taints=[],
+            user_data_template="#!/bin/sh\necho hi\n",
+        )
+        assert request.user_data == "#!/bin/sh\necho hi\n"
+
+    def test_pool_taints_travel_with_the_request_and_the_default_bootstrap_is_used(self) -> None:
+        request = launch_request(
+            claim("c"), cluster_name="prod", pool_labels={},
+            pool_taints=[{"key": "team", "value": "ml", "effect": "NoSchedule"}], user_data_template="",
+        )  # fmt: skip
+        assert request.taints == (("team", "ml", "NoSchedule"),)
+        assert "kubeadm join" in request.user_data
+        assert "nvidia.com/gpu=present:NoSchedule,team=ml:NoSchedule" in request.user_data
 
 
 class TestNodePatch:

@@ -31,7 +31,7 @@ from gpupool.catalog.load import (
     offer_from_row,
     parse_offers_csv,
 )
-from gpupool.catalog.offers import CAPACITY_TYPES, CapacityType, Offer
+from gpupool.catalog.offers import CAPACITY_TYPES, CapacityType, Offer, offer_key
 
 
 def placeable(offers: Iterable[Offer]) -> list[Offer]:
@@ -54,6 +54,7 @@ __all__ = [
     "load_shipped_offers",
     "normalize_gpu_name",
     "offer_from_row",
+    "offer_key",
     "parse_offers_csv",
     "placeable",
     "spec_for",

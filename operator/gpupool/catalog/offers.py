@@ -15,6 +15,11 @@ CapacityType = Literal["spot", "on-demand"]
 CAPACITY_TYPES: tuple[CapacityType, ...] = get_args(CapacityType)
 
 
+def offer_key(provider: str, region: str, zone: str, instance_type: str, gpu: str, gpu_count: int) -> str:
+    """The key of an offer from its parts, for callers holding them without an Offer (a claim's spec)."""
+    return f"{provider}/{region}/{zone}/{instance_type}/{gpu}/{gpu_count}"
+
+
 @dataclass(frozen=True, slots=True)
 class Offer:
     """One rentable instance type in one region (and zone, where the cloud prices per zone).
@@ -44,7 +49,7 @@ class Offer:
     @property
     def key(self) -> str:
         """provider/region/zone/instance_type/gpu/count: unique within a catalog, stable across loads."""
-        return f"{self.provider}/{self.region}/{self.zone}/{self.instance_type}/{self.gpu}/{self.gpu_count}"
+        return offer_key(self.provider, self.region, self.zone, self.instance_type, self.gpu, self.gpu_count)
 
     def price(self, capacity_type: CapacityType) -> float | None:
         """USD per hour for the whole instance at this capacity type, or None if not sold so."""

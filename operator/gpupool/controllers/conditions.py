@@ -31,3 +31,8 @@ def seconds(text: str) -> float:
 def now_stamp() -> str:
     """Now, as the API server writes timestamps (RFC 3339, whole seconds, Z)."""
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def parse_stamp(stamp: str) -> float:
+    """An API timestamp ("2026-01-01T00:00:00Z") as epoch seconds."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import UTC, datetime
+import time
 from typing import Any, TypeVar
 
 import kopf
 
 from gpupool import metrics
 from gpupool.controllers import gc
+from gpupool.controllers.conditions import parse_stamp
 from gpupool.controllers.kube import GROUP, VERSION, Kube, load_api_client
 from gpupool.controllers.modeldeployment.reconcile import PodPlacement, reconcile_model_deployment
 from gpupool.controllers.nodeclaim.reconcile import GiveUp, reconcile_claim
@@ -254,8 +255,7 @@ async def claim_reconcile(
     if status.get("phase") != previous and status.get("phase") in ("Launched", "Registered", "Ready"):
         kopf.info(body, reason=status["phase"], message=_phase_message(status))
         if status["phase"] == "Ready" and status.get("launchedAt"):
-            launched = datetime.fromisoformat(str(status["launchedAt"]).replace("Z", "+00:00"))
-            seconds = (datetime.now(UTC) - launched).total_seconds()
+            seconds = time.time() - parse_stamp(str(status["launchedAt"]))
             metrics.observe_launch_to_ready(body["spec"]["offer"]["provider"], seconds)
     patch.status.update(status)
 

@@ -67,42 +67,17 @@ class Kube:
         )
         return list(result.get("items", []))
 
-    async def list_namespaced_objects(
-        self, plural: str, namespace: str | None = None
-    ) -> list[dict[str, Any]]:
-        if namespace:
-            result = await self._call(
-                self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural
-            )
-        else:
-            result = await self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, plural)
-        return list(result.get("items", []))
-
     async def create_cluster_object(self, plural: str, body: Mapping[str, Any]) -> dict[str, Any]:
         obj: dict[str, Any] = await self._call(
             self.custom.create_cluster_custom_object, GROUP, VERSION, plural, dict(body)
         )
         return obj
 
-    async def patch_cluster_status(self, plural: str, name: str, status: Mapping[str, Any]) -> None:
-        await self._call(
-            self.custom.patch_cluster_custom_object_status,
-            GROUP,
-            VERSION,
-            plural,
-            name,
-            {"status": dict(status)},
-        )
-
     async def delete_cluster_object(self, plural: str, name: str) -> None:
         with contextlib.suppress(NotFound):
             await self._call(self.custom.delete_cluster_custom_object, GROUP, VERSION, plural, name)
 
     # --- core objects -----------------------------------------------------------------
-
-    async def list_nodes(self, label_selector: str = "") -> list[client.V1Node]:
-        result = await self._call(self.core.list_node, label_selector=label_selector)
-        return list(result.items)
 
     async def patch_node(self, name: str, patch: Mapping[str, Any]) -> None:
         await self._call(self.core.patch_node, name, dict(patch))

@@ -9,11 +9,12 @@ which may be another cloud.
 
 from __future__ import annotations
 
-import string
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gpupool.providers.base import LaunchRequest
+from gpupool.providers.bootstrap import DEFAULT_USER_DATA_TEMPLATE, render_user_data
 
 POOL_LABEL = "gpupool.dev/pool"
 CLAIM_LABEL = "gpupool.dev/claim"
@@ -32,32 +33,22 @@ def node_labels(claim: Mapping[str, Any], pool_labels: Mapping[str, str]) -> dic
     }
 
 
-def render_user_data(template: str, claim: Mapping[str, Any], labels: Mapping[str, str], taints: str) -> str:
-    """Fill a GpuProvider's bootstrap template. `$$` escapes a dollar; unknown names stay as they are."""
-    values = {
-        "CLAIM_NAME": claim["metadata"]["name"],
-        "CLAIM_UID": claim["metadata"]["uid"],
-        "POOL": claim["spec"]["pool"],
-        "NODE_LABELS": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
-        "NODE_TAINTS": taints,
-        "GPU": claim["spec"]["offer"]["gpu"],
-        "GPU_COUNT": str(claim["spec"]["offer"]["gpuCount"]),
-    }
-    return string.Template(template).safe_substitute(values)
-
-
 def launch_request(
     claim: Mapping[str, Any],
     *,
     cluster_name: str,
     pool_labels: Mapping[str, str],
-    taints: str,
+    pool_taints: Sequence[Mapping[str, str]],
     user_data_template: str,
 ) -> LaunchRequest:
-    """The provider request for a claim: everything comes from the claim's immutable spec."""
+    """The provider request for a claim: everything comes from the claim's immutable spec.
+
+    The taints travel with the request so the node registers with them (no window in which
+    pods that do not tolerate them land on it); the user data is the GpuProvider's bootstrap
+    template, or the type's default, rendered by `providers.bootstrap`.
+    """
     offer = claim["spec"]["offer"]
-    labels = node_labels(claim, pool_labels)
-    return LaunchRequest(
+    request = LaunchRequest(
         claim_name=claim["metadata"]["name"],
         claim_uid=claim["metadata"]["uid"],
         cluster_name=cluster_name,
@@ -70,6 +61,8 @@ def launch_request(
         # pricePerHour is after the negotiated discount, while clouds compare a spot bid with
         # their list price: bid nothing and take the current spot price.
         max_price=None,
-        user_data=render_user_data(user_data_template, claim, labels, taints),
-        labels=labels,
+        labels=node_labels(claim, pool_labels),
+        taints=tuple((t["key"], t.get("value", ""), t["effect"]) for t in pool_taints),
     )
+    user_data = render_user_data(user_data_template or DEFAULT_USER_DATA_TEMPLATE, request)
+    return dataclasses.replace(request, user_data=user_data)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
-from gpupool.controllers.conditions import now_stamp, put_condition, seconds
+from gpupool.catalog import offer_key
+from gpupool.controllers.conditions import now_stamp, parse_stamp, put_condition, seconds
 from gpupool.controllers.nodeclaim.launch import launch_request, node_labels
-from gpupool.controllers.nodeclaim.registration import NodeInfo, node_patch, taints_flag
+from gpupool.controllers.nodeclaim.registration import NodeInfo, node_patch
 from gpupool.controllers.state import OperatorState
 from gpupool.providers.base import Instance, InstanceState
 from gpupool.providers.errors import (
@@ -46,10 +46,7 @@ class GiveUp(Exception):
 
 
 def _age_seconds(stamp: str | None) -> float:
-    if not stamp:
-        return 0.0
-    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return (datetime.now(UTC) - moment).total_seconds()
+    return time.time() - parse_stamp(stamp) if stamp else 0.0
 
 
 def _condition(
@@ -89,7 +86,7 @@ async def reconcile_claim(
             claim,
             cluster_name=state.cluster_name,
             pool_labels=pool_spec.get("labels") or {},
-            taints=taints_flag(taints),
+            pool_taints=taints,
             user_data_template=handle.user_data_template,
         )
         status["phase"] = "Launching"
@@ -177,8 +174,12 @@ async def reconcile_claim(
 
 
 def _offer_key(offer: Mapping[str, Any]) -> str:
-    """The catalog key of the claim's offer (see gpupool.catalog.Offer.key)."""
-    return (
-        f"{offer['provider']}/{offer['region']}/{offer.get('zone', '')}/{offer['instanceType']}"
-        f"/{offer['gpu']}/{offer['gpuCount']}"
+    """The catalog key of the offer a claim's spec records."""
+    return offer_key(
+        offer["provider"],
+        offer["region"],
+        offer.get("zone", ""),
+        offer["instanceType"],
+        offer["gpu"],
+        int(offer["gpuCount"]),
     )

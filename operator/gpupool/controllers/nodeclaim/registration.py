@@ -72,9 +72,3 @@ def node_patch(
 
 def _same_taint(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
     return a["key"] == b["key"] and a["effect"] == b["effect"]
-
-
-def taints_flag(pool_taints: Sequence[Mapping[str, str]]) -> str:
-    """Taints in kubelet's --register-with-taints form, for the bootstrap template."""
-    wanted = [GPU_TAINT, *pool_taints]
-    return ",".join(f"{t['key']}={t.get('value', '')}:{t['effect']}" for t in wanted)

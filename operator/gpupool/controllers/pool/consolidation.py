@@ -11,8 +11,9 @@ The empty-since clock is in memory: a restart only makes the operator more patie
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
+
+from gpupool.controllers.conditions import parse_stamp
 
 
 def consolidation_candidates(
@@ -53,6 +54,6 @@ def expired_claims(claims: Sequence[Mapping[str, Any]], now: float, expire_after
         launched = (claim.get("status") or {}).get("launchedAt")
         if claim["metadata"].get("deletionTimestamp") or not launched:
             continue
-        if now - datetime.fromisoformat(str(launched).replace("Z", "+00:00")).timestamp() >= expire_after:
+        if now - parse_stamp(str(launched)) >= expire_after:
             doomed.append(claim["metadata"]["name"])
     return doomed

@@ -8,7 +8,7 @@ means any workload that selects the pool gets nodes, as with Karpenter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,10 +100,3 @@ def is_unschedulable(pod: Mapping[str, Any]) -> bool:
         c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
         for c in status.get("conditions") or []
     )
-
-
-def group_by_pool(demands: Sequence[PodDemand]) -> dict[str, list[PodDemand]]:
-    grouped: dict[str, list[PodDemand]] = {}
-    for demand in demands:
-        grouped.setdefault(demand.pool, []).append(demand)
-    return grouped

@@ -18,7 +18,7 @@ from typing import Any
 
 from kubernetes.client import ApiException
 
-from gpupool.controllers.conditions import put_condition, seconds
+from gpupool.controllers.conditions import parse_stamp, put_condition, seconds
 from gpupool.controllers.kube import GROUP, VERSION
 from gpupool.controllers.outcome import Outcome
 from gpupool.controllers.pool.consolidation import consolidation_candidates, expired_claims
@@ -62,7 +62,7 @@ def in_flight_capacity(
         status = claim.get("status") or {}
         offer = claim["spec"]["offer"]
         ready_at = _ready_since(status)
-        if status.get("phase") == "Ready" and ready_at and now - _epoch(ready_at) > FRESH_NODE_SECONDS:
+        if status.get("phase") == "Ready" and ready_at and now - parse_stamp(ready_at) > FRESH_NODE_SECONDS:
             continue
         used = gpus_by_node.get(status.get("nodeName") or "", 0)
         capacity.append(
@@ -82,12 +82,6 @@ def _ready_since(status: Mapping[str, Any]) -> str | None:
         if condition.get("type") == "Ready" and condition.get("status") == "True":
             return str(condition.get("lastTransitionTime"))
     return None
-
-
-def _epoch(stamp: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def claim_manifest(pool: Mapping[str, Any], instance: NewInstance) -> dict[str, Any]:
