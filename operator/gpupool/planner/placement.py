@@ -690,23 +690,10 @@ def _evaluate_group(
     per_token = (
         cost_per_million_tokens(cost, throughput.tokens_per_second * request.replicas) if throughput else None
     )
+    row: _Row = (cost, per_token, tp, memory, throughput, instances, group, capacity, shown, price)
     if refusal is None:
-        return (cost, per_token, tp, memory, throughput, instances, group, capacity, shown, price)
-    return Candidate(
-        shape=Shape(group.gpu, group.gpu_memory_gib, tp, tp),
-        offer=shown,
-        capacity_type=capacity,
-        price_per_hour=price,
-        instances=instances,
-        replicas_per_instance=group.gpu_count // tp,
-        cost_per_hour=cost,
-        throughput=throughput,
-        cost_per_million_tokens=per_token,
-        memory=memory,
-        refusal=refusal,
-        detail=reason,
-        provider=group.provider,
-    )
+        return row
+    return _candidate_from_row(row, refusal, reason)
 
 
 # (cost, cost per 1M tokens, tp, memory, throughput, instances, group, capacity, offer, price)
@@ -748,7 +735,7 @@ class _ShapeRefusal:
         )
 
 
-def _candidate_from_row(row: _Row) -> Candidate:
+def _candidate_from_row(row: _Row, refusal: str | None = None, detail: str | None = None) -> Candidate:
     cost, per_token, tp, memory, throughput, instances, group, capacity, offer, price = row
     return Candidate(
         shape=Shape(group.gpu, group.gpu_memory_gib, tp, tp),
@@ -761,6 +748,8 @@ def _candidate_from_row(row: _Row) -> Candidate:
         throughput=throughput,
         cost_per_million_tokens=per_token,
         memory=memory,
+        refusal=refusal,
+        detail=detail,
         provider=group.provider,
     )
 
