@@ -270,10 +270,20 @@ def gp(kube: client.ApiClient, namespace: str, start_simcloud: Any) -> Iterator[
 
 
 def gpu_deployment(
-    name: str, pool: str, *, gpus: int, replicas: int = 1, gpu: str | None = None
+    name: str,
+    pool: str | None,
+    *,
+    gpus: int,
+    replicas: int = 1,
+    gpu: str | None = None,
+    node_selector: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A plain Deployment of GPU pods that selects a pool, the way any workload can."""
-    selector = {"gpupool.dev/pool": pool, **({"gpupool.dev/gpu": gpu} if gpu else {})}
+    """A plain Deployment of GPU pods that selects a pool (or any nodes), the way any workload can."""
+    selector = {
+        **({"gpupool.dev/pool": pool} if pool else {}),
+        **({"gpupool.dev/gpu": gpu} if gpu else {}),
+        **(node_selector or {}),
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

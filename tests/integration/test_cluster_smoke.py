@@ -13,39 +13,9 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import wait_for
+from tests.integration.conftest import gpu_deployment
 
 pytestmark = pytest.mark.cluster
-
-
-def _gpu_deployment(name: str, selector_value: str, replicas: int) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    # Only the node this test adds qualifies, so other tests' nodes cannot interfere.
-                    "nodeSelector": {"gpupool.dev/test-id": selector_value},
-                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                    "containers": [
-                        {
-                            "name": "main",
-                            "image": "vllm/vllm-openai:v0.11.0",
-                            "resources": {
-                                "limits": {"nvidia.com/gpu": "1"},
-                                "requests": {"nvidia.com/gpu": "1"},
-                            },
-                        }
-                    ],
-                },
-            },
-        },
-    }
 
 
 def _pods(core: client.CoreV1Api, namespace: str, app: str) -> list[client.V1Pod]:
@@ -68,7 +38,11 @@ def test_gpu_pods_wait_for_a_gpu_node_and_the_scheduler_counts_gpus(
     core = client.CoreV1Api(kube)
     apps = client.AppsV1Api(kube)
     test_id = namespace
-    apps.create_namespaced_deployment(namespace, _gpu_deployment("gpu-app", test_id, replicas=2))
+    # Only the node this test adds qualifies, so other tests' nodes cannot interfere.
+    manifest = gpu_deployment(
+        "gpu-app", None, gpus=1, replicas=2, node_selector={"gpupool.dev/test-id": test_id}
+    )
+    apps.create_namespaced_deployment(namespace, manifest)
 
     pods = wait_for(lambda: (p := _pods(core, namespace, "gpu-app")) and len(p) == 2 and p, what="2 pods")
     # No GPU node yet: both pods are Pending and the real scheduler says why.
