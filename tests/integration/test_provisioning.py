@@ -80,7 +80,11 @@ def _ready_claims(gp: Gpupool, pool: str, count: int | None = None) -> list[dict
             return None
         return claims if count is None or len(claims) == count else None
 
-    result: list[dict[str, Any]] = wait_for(ready, timeout=60, what=f"Ready claims of {pool}")
+    try:
+        result: list[dict[str, Any]] = wait_for(ready, timeout=120, what=f"Ready claims of {pool}")
+    except AssertionError as error:
+        phases = {c["metadata"]["name"]: (c.get("status") or {}).get("phase") for c in gp.claims(pool)}
+        raise AssertionError(f"{error}; claims now: {phases}") from None
     return result
 
 
