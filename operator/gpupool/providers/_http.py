@@ -11,11 +11,13 @@ The key travels in the Authorization header, never in a URL (URLs end up in logs
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
+from aiolimiter import AsyncLimiter
 
 from gpupool.providers.errors import (
     AuthError,
@@ -86,6 +88,7 @@ class JsonApi:
         map_error: ErrorMapper,
         client: httpx.AsyncClient | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        limiter: AsyncLimiter | None = None,
     ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
@@ -93,6 +96,8 @@ class JsonApi:
         self._map_error = map_error
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout)
+        # The account's request bucket (providers/limits.py): every HTTP request waits for it.
+        self._limiter = limiter or contextlib.nullcontext()
 
     def __repr__(self) -> str:
         return f"JsonApi(provider={self.provider!r}, base_url={self.base_url!r}, api_key={self._key!r})"
@@ -118,9 +123,10 @@ class JsonApi:
         """The decoded JSON body of a 2xx response; a typed ProviderError otherwise."""
         url = f"{self.base_url}{path}"
         try:
-            response = await self._client.request(
-                method, url, json=json_body, params=params, headers={**self._headers(), **(headers or {})}
-            )
+            async with self._limiter:
+                response = await self._client.request(
+                    method, url, json=json_body, params=params, headers={**self._headers(), **(headers or {})}
+                )
         except httpx.TimeoutException as error:
             raise TransientError(
                 f"{method} {path} timed out ({type(error).__name__})", code="timeout", provider=self.provider

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+from aiolimiter import AsyncLimiter
 
 from gpupool.catalog import Offer, normalize_gpu_name
 from gpupool.providers._http import JsonApi
@@ -54,6 +55,7 @@ from gpupool.providers.errors import (
     QuotaError,
     TransientError,
 )
+from gpupool.providers.limits import LAMBDA_LIMITS
 
 DEFAULT_ENDPOINT = "https://cloud.lambda.ai/api/v1"
 SCHEME = "lambda"
@@ -208,12 +210,18 @@ class LambdaCloudProvider:
         ssh_key_name: str = "",
         endpoint: str = DEFAULT_ENDPOINT,
         client: httpx.AsyncClient | None = None,
+        limiter: AsyncLimiter | None = None,
     ) -> None:
         self.name = name
         self.cluster_name = cluster_name
         self.ssh_key_name = ssh_key_name
         self._api = JsonApi(
-            provider=name, base_url=endpoint, api_key=api_key, map_error=map_lambda_error, client=client
+            provider=name,
+            base_url=endpoint,
+            api_key=api_key,
+            map_error=map_lambda_error,
+            client=client,
+            limiter=limiter if limiter is not None else LAMBDA_LIMITS.request_limiter(),
         )
 
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ import httpx
 
 from gpupool.providers.base import CloudProvider
 from gpupool.providers.errors import InvalidRequestError
+from gpupool.providers.limits import LAMBDA_LIMITS, RUNPOD_LIMITS, LaunchPacedProvider
 from gpupool.providers.retry import RetryingProvider, RetryPolicy
 
 PROVIDER_TYPES = ("sim", "lambda", "runpod")
@@ -49,9 +50,10 @@ def build_provider(
 ) -> CloudProvider:
     """A provider for one GpuProvider. `name` (default: the type) becomes every offer's provider.
 
-    `options` carries type-specific settings: lambda `sshKeyName` (required by Lambda to launch);
-    runpod `image` and `containerDiskGb`. `retry=None` returns the bare provider (tests of the
-    clients themselves). An API key is required for every type but `sim`."""
+        `options` carries type-specific settings: lambda `sshKeyName` (required by Lambda to launch);
+        runpod `image` and `containerDiskGb`. `retry=None` returns the bare provider (tests of the
+        clients themselves, without launch pacing; their HTTP requests still pass the account's
+    request bucket). An API key is required for every type but `sim`."""
     endpoint = endpoint or default_endpoint(provider_type)
     name = name or provider_type
     opts = dict(options or {})
@@ -92,4 +94,9 @@ def build_provider(
     else:
         default_endpoint(provider_type)  # raises the error naming the known types
         raise AssertionError("unreachable")
-    return provider if retry is None else RetryingProvider(provider, retry)
+    if retry is None:
+        return provider
+    launch_limits = {"lambda": LAMBDA_LIMITS, "runpod": RUNPOD_LIMITS}.get(provider_type)
+    if launch_limits is not None and launch_limits.launches:
+        provider = LaunchPacedProvider(provider, launch_limits)
+    return RetryingProvider(provider, retry)

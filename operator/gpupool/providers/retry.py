@@ -1,4 +1,4 @@
-"""Retry with exponential backoff and jitter, in one place for every provider.
+"""Retry with exponential backoff and jitter, in one place for every provider (on tenacity).
 
 Providers raise TransientError for 429s, 5xxs, timeouts and dropped connections and never retry
 themselves; `RetryingProvider` wraps any CloudProvider and retries exactly those errors, a bounded
@@ -20,6 +20,8 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
+
+import tenacity
 
 from gpupool.providers.base import CloudProvider, Instance, LaunchRequest, ProviderOffer
 from gpupool.providers.errors import TransientError
@@ -58,19 +60,39 @@ async def call_with_retry(
 ) -> T:
     """`await call()`, retrying TransientError per `policy`; the last error is raised when the
     attempts run out."""
-    attempt = 0
-    while True:
-        try:
-            return await call()
-        except TransientError as error:
-            if attempt + 1 >= policy.attempts:
-                raise
-            delay = policy.delay(attempt, rand(), error.retry_after)
-            log.info(
-                "%s failed (%s); retry %d/%d in %.2fs", what, error, attempt + 1, policy.attempts - 1, delay
-            )
-            await sleep(delay)
-            attempt += 1
+
+    def wait(retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        retry_after = error.retry_after if isinstance(error, TransientError) else None
+        return policy.delay(retry_state.attempt_number - 1, rand(), retry_after)
+
+    def before_sleep(retry_state: tenacity.RetryCallState) -> None:
+        outcome = retry_state.outcome
+        delay = retry_state.next_action.sleep if retry_state.next_action else 0.0
+        log.info(
+            "%s failed (%s); retry %d/%d in %.2fs",
+            what,
+            outcome.exception() if outcome is not None else None,
+            retry_state.attempt_number,
+            policy.attempts - 1,
+            delay,
+        )
+
+    retrying = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception_type(TransientError),
+        stop=tenacity.stop_after_attempt(policy.attempts),
+        wait=wait,
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+    async def attempt() -> T:  # a coroutine function, which tenacity awaits (a lambda it would not)
+        return await call()
+
+    result: T = await retrying(attempt)
+    return result
 
 
 class RetryingProvider:

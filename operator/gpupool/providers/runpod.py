@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+from aiolimiter import AsyncLimiter
 
 from gpupool.catalog import Offer, normalize_gpu_name
 from gpupool.providers._http import JsonApi
@@ -56,6 +57,7 @@ from gpupool.providers.errors import (
     QuotaError,
     TransientError,
 )
+from gpupool.providers.limits import RUNPOD_LIMITS
 
 DEFAULT_ENDPOINT = "https://api.runpod.io/graphql"
 DEFAULT_IMAGE = "nvidia/cuda:12.4.1-runtime-ubuntu22.04"
@@ -214,13 +216,19 @@ class RunPodProvider:
         image: str = DEFAULT_IMAGE,
         container_disk_gb: int = 50,
         client: httpx.AsyncClient | None = None,
+        limiter: AsyncLimiter | None = None,
     ) -> None:
         self.name = name
         self.cluster_name = cluster_name
         self.image = image
         self.container_disk_gb = container_disk_gb
         self._api = JsonApi(
-            provider=name, base_url=endpoint, api_key=api_key, map_error=map_runpod_http_error, client=client
+            provider=name,
+            base_url=endpoint,
+            api_key=api_key,
+            map_error=map_runpod_http_error,
+            client=client,
+            limiter=limiter if limiter is not None else RUNPOD_LIMITS.request_limiter(),
         )
         self._gpu_ids: dict[str, str] = {}
         self._spot_per_gpu: dict[tuple[str, str], float] = {}

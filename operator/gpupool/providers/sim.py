@@ -13,6 +13,7 @@ import builtins
 from typing import Any
 
 import httpx
+from aiolimiter import AsyncLimiter
 
 from gpupool.catalog import CapacityType, Offer
 from gpupool.providers._http import JsonApi
@@ -35,6 +36,7 @@ from gpupool.providers.errors import (
     QuotaError,
     TransientError,
 )
+from gpupool.providers.limits import SIM_LIMITS
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8788"
 SCHEME = "simcloud"
@@ -115,11 +117,17 @@ class SimCloudProvider:
         endpoint: str = DEFAULT_ENDPOINT,
         api_key: str = "",
         client: httpx.AsyncClient | None = None,
+        limiter: AsyncLimiter | None = None,
     ) -> None:
         self.name = name
         self.cluster_name = cluster_name
         self._api = JsonApi(
-            provider=name, base_url=endpoint, api_key=api_key, map_error=map_simcloud_error, client=client
+            provider=name,
+            base_url=endpoint,
+            api_key=api_key,
+            map_error=map_simcloud_error,
+            client=client,
+            limiter=limiter if limiter is not None else SIM_LIMITS.request_limiter(),
         )
 
     def __repr__(self) -> str:
