@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import durationpy
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
@@ -24,23 +25,17 @@ _PART = r"[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)"
 DURATION_PATTERN = rf"^({_PART})+$"
 DURATION_OR_NEVER_PATTERN = rf"^(Never|({_PART})+)$"
 DURATION_MAX_LENGTH = 32
-_UNITS = {
-    "ms": timedelta(milliseconds=1),
-    "s": timedelta(seconds=1),
-    "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
-}
-_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse "30s", "5m", "1h30m" or "1.5h"; ValueError for anything else (including "Never")."""
+    """Parse "30s", "5m", "1h30m" or "1.5h"; ValueError for anything else (including "Never").
+
+    The pattern is the API's subset; the arithmetic is durationpy's (Go's ParseDuration, the
+    library the Kubernetes client brings for the same job)."""
     if len(text) > DURATION_MAX_LENGTH or not re.fullmatch(DURATION_PATTERN[1:-1], text):
         raise ValueError(f"{text!r} is not a duration like 30s, 5m or 1h30m")
-    total = timedelta()
-    for number, unit in _PART_RE.findall(text):
-        total += _UNITS[unit] * float(number)
-    return total
+    parsed: timedelta = durationpy.from_str(text)
+    return parsed
 
 
 def parse_expiry(text: str) -> timedelta | None:
