@@ -377,7 +377,34 @@ class Placement(WireModel):
     )
     capacity_type: CapacityType | None = Field(default=None, description="spot or on-demand.")
     price_per_hour: float | None = Field(
-        default=None, ge=0, le=10_000, strict=True, description="Price of one replica's GPUs, USD per hour."
+        default=None, ge=0, le=10_000, strict=True, description="Price of the chosen instance, USD per hour."
+    )
+    replicas_per_instance: int | None = Field(
+        default=None, ge=1, le=64, strict=True, description="Replicas one instance of the offer holds."
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=1, le=10_000_000, strict=True, description="Context length vLLM serves (tokens)."
+    )
+    weights_gib: float | None = Field(
+        default=None,
+        alias="weightsGiB",
+        ge=0,
+        le=100_000,
+        description="Size of the weights, GiB (drives the startup budget).",
+    )
+    inputs_hash: str | None = Field(
+        default=None,
+        max_length=64,
+        description=(
+            "Hash of what decided this placement (the spec's planning fields, the pool's constraints, "
+            "the GPU models given up on). While it matches, the placement is kept: a restart, a scale or "
+            "a price move never re-plans."
+        ),
+    )
+    excluded_gpus: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None,
+        max_length=64,
+        description="GPU models given up on for lack of capacity; the next plan goes without them.",
     )
 
 
