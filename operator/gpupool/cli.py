@@ -12,14 +12,17 @@ from collections.abc import Sequence
 
 
 def _run(args: argparse.Namespace) -> int:
+    import os
+
     from gpupool.controllers.runner import run_operator
 
+    if args.leader_elect:
+        os.environ["GPUPOOL_LEADER_ELECT"] = "true"
     return run_operator(
         namespace=args.namespace,
         verbose=args.verbose,
         liveness_port=args.liveness_port,
         metrics_port=args.metrics_port,
-        peering=args.peering,
     )
 
 
@@ -44,11 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness-port", type=int, default=8081, help="port of the /healthz probe; 0 disables")
     run.add_argument("--metrics-port", type=int, default=8080, help="port of Prometheus /metrics; 0 disables")
     run.add_argument(
-        "--peering",
-        default=None,
-        metavar="NAME",
-        help="run as one of several replicas that elect one active through kopf's ClusterKopfPeering NAME "
-        "(the chart installs it); default: standalone, a single replica",
+        "--leader-elect",
+        action="store_true",
+        help="run as one of several replicas: act only while holding the Lease GPUPOOL_LEASE_NAMESPACE/"
+        "GPUPOOL_LEASE_NAME (same as GPUPOOL_LEADER_ELECT=true); every other setting is a GPUPOOL_* "
+        "variable, see gpupool/settings.py",
     )
     run.set_defaults(func=_run)
 

@@ -86,6 +86,7 @@ class Series:
     reconcile_duration: Histogram
     provider_requests_total: Counter
     provider_request_duration: Histogram
+    kube_requests_total: Counter
     provider_offers: Gauge
     nodeclaims: Gauge
     launch_to_ready: Histogram
@@ -134,6 +135,13 @@ def create_series(registry: CollectorRegistry | None = None, *, runtime: bool = 
             "Latency of calls to a cloud provider's API (retries included), by provider and operation.",
             ["provider", "operation"],
             buckets=_PROVIDER_BUCKETS,
+            registry=reg,
+        ),
+        kube_requests_total=Counter(
+            "gpupool_kube_requests_total",
+            "Requests the operator's own client sent to the Kubernetes API server (kopf's watches and "
+            "finalizer patches are not counted here), by verb, resource and response code class.",
+            ["verb", "resource", "code"],
             registry=reg,
         ),
         provider_offers=Gauge(
@@ -193,6 +201,11 @@ REGISTRY = SERIES.registry
 
 
 # --- reconciles ----------------------------------------------------------------------------
+
+
+def count_kube_request(verb: str, resource: str, code: str, series: Series = SERIES) -> None:
+    """One request of the operator's Kubernetes client, counted when its answer came."""
+    series.kube_requests_total.labels(verb=verb, resource=resource, code=code).inc()
 
 
 @contextlib.contextmanager

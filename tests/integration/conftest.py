@@ -84,6 +84,10 @@ class SimCloud:
         ]
         return data
 
+    def move_prices(self, factor: float, gpu: str | None = None) -> None:
+        body: dict[str, Any] = {"factor": factor, **({"gpu": gpu} if gpu else {})}
+        httpx.post(f"{self.url}/admin/prices", json=body, timeout=5).raise_for_status()
+
     def interrupt(self, instance_id: str) -> None:
         httpx.post(f"{self.url}/admin/instances/{instance_id}/interrupt", timeout=5).raise_for_status()
 
@@ -99,9 +103,10 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": kubeconfig,
             "GPUPOOL_CLUSTER_NAME": cluster_name,
-            "GPUPOOL_GC_INTERVAL": "5",
-            "GPUPOOL_GC_GRACE": "5",
-            "GPUPOOL_REAPPLY_SECONDS": "3",
+            # Faster clocks than production, so liveness and garbage collection show in seconds.
+            "GPUPOOL_PROVIDER_LIVENESS_SECONDS": "2",
+            "GPUPOOL_GC_INTERVAL_SECONDS": "5",
+            "GPUPOOL_GC_GRACE_SECONDS": "5",
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()

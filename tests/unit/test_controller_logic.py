@@ -14,18 +14,18 @@ from gpupool.controllers.nodeclaim.launch import launch_request, node_labels
 from gpupool.controllers.nodeclaim.registration import node_info, node_patch
 from gpupool.controllers.pool.consolidation import consolidation_candidates
 from gpupool.controllers.pool.pending import is_unschedulable, pod_demand, pod_gpus
-from gpupool.controllers.pool.reconcile import (
-    BATCH_IDLE,
-    BATCH_MAX,
-    batch_ready,
-    claim_manifest,
-    in_flight_capacity,
-)
+from gpupool.controllers.pool.provisioning import BatchWindow, batch_ready, claim_manifest, pool_capacity
 from gpupool.controllers.pool.status import pool_totals
 from gpupool.planner import NewInstance
 from gpupool.providers.base import Instance, InstanceState
 
 UNSCHEDULABLE = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+BATCH_IDLE, BATCH_MAX = 1.0, 10.0
+
+
+def on(gpus: dict[str, int]):  # type: ignore[no-untyped-def]
+    """A node -> GPUs-in-use lookup, as the pool controller reads its index."""
+    return lambda node: gpus.get(node, 0)
 
 
 def pod(
@@ -99,11 +99,13 @@ class TestPodDemand:
 
 
 class TestBatching:
-    def test_closes_after_idle(self) -> None:
-        ready, window = batch_ready(None, frozenset({"a"}), 100.0)
-        assert not ready
-        ready, window = batch_ready(window, frozenset({"a"}), 100.0 + BATCH_IDLE)
-        assert ready
+    def test_closes_after_idle_and_says_when(self) -> None:
+        ready, window, closes_in = batch_ready(None, frozenset({"a"}), 100.0, BATCH_IDLE, BATCH_MAX)
+        assert not ready and closes_in == pytest.approx(BATCH_IDLE)
+        ready, window, closes_in = batch_ready(
+            window, frozenset({"a"}), 100.0 + BATCH_IDLE, BATCH_IDLE, BATCH_MAX
+        )
+        assert ready and closes_in is None
 
     def test_new_pods_keep_it_open_until_the_maximum(self) -> None:
         window = None
@@ -112,7 +114,7 @@ class TestBatching:
         closed_at = None
         while now < BATCH_MAX + 5:
             pods = pods | {f"p{now}"}  # a new pod every half second
-            ready, window = batch_ready(window, pods, now)
+            ready, window, _ = batch_ready(window, pods, now, BATCH_IDLE, BATCH_MAX)
             if ready:
                 closed_at = now
                 break
@@ -120,35 +122,33 @@ class TestBatching:
         assert closed_at == pytest.approx(BATCH_MAX)
 
     def test_no_pods_no_window(self) -> None:
-        assert batch_ready((1.0, 1.0, frozenset({"a"})), frozenset(), 5.0) == (False, None)
+        window = BatchWindow(1.0, 1.0, frozenset({"a"}))
+        assert batch_ready(window, frozenset(), 5.0, BATCH_IDLE, BATCH_MAX) == (False, None, None)
 
 
 class TestCapacityAndTotals:
-    def test_in_flight_counts_launching_and_fresh_nodes_minus_bound_gpus(self) -> None:
-        now = datetime(2026, 1, 1, tzinfo=UTC)
-        fresh = (now - timedelta(seconds=5)).isoformat().replace("+00:00", "Z")
-        old = (now - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    def test_every_live_claim_counts_with_the_gpus_its_pods_do_not_hold(self) -> None:
+        # A Ready node's free GPUs count as much as a launching one's: the scheduler may not
+        # have bound the pending pod to it yet, and buying again for that pod would double it.
         claims = [
             claim("launching"),
-            claim("fresh", node="n1", phase="Ready", conditions=[{"type": "Ready", "status": "True", "lastTransitionTime": fresh}]),
-            claim("old", node="n2", phase="Ready", conditions=[{"type": "Ready", "status": "True", "lastTransitionTime": old}]),
-        ]  # fmt: skip
+            claim("ready", node="n1", phase="Ready"),
+            claim("full", node="n2", phase="Ready"),
+        ]
         deleting = claim("deleting")
-        deleting["metadata"]["deletionTimestamp"] = old
-        capacity = in_flight_capacity([*claims, deleting], {"n1": 3}, now.timestamp(), "p")
-        assert {c.name: c.free_gpus for c in capacity} == {"launching": 4, "fresh": 1}
+        deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        capacity = pool_capacity([*claims, deleting], on({"n1": 3, "n2": 4}), "p")
+        assert {c.name: c.free_gpus for c in capacity} == {"launching": 4, "ready": 1, "full": 0}
 
     def test_totals(self) -> None:
-        totals = pool_totals([claim("a", node="n1", price=1.5), claim("b", price=2.5)], {"n1": 9})
+        totals = pool_totals([claim("a", node="n1", price=1.5), claim("b", price=2.5)], on({"n1": 9}))
         assert totals == {"nodes": 1, "gpusTotal": 4, "gpusAllocated": 4, "costPerHour": 4.0}
 
     def test_claim_manifest_leaves_out_empty_zone_and_unknown_memory(self) -> None:
         from gpupool.catalog import Offer
 
         offer = Offer("sim", "r", "", "it", "L4", 1, 0.0, None, None, 1.0, None)
-        manifest = claim_manifest(
-            {"metadata": {"name": "p", "uid": "u"}}, NewInstance(offer, "on-demand", 1.0, ("a",), 1)
-        )
+        manifest = claim_manifest("p", "u", NewInstance(offer, "on-demand", 1.0, ("a",), 1))
         assert "zone" not in manifest["spec"]["offer"] and "gpuMemoryGiB" not in manifest["spec"]["offer"]
         assert manifest["metadata"]["ownerReferences"][0]["uid"] == "u"
         assert manifest["metadata"]["labels"] == {"gpupool.dev/pool": "p"}
@@ -157,14 +157,14 @@ class TestCapacityAndTotals:
 class TestConsolidation:
     def test_empty_ready_node_goes_after_the_delay(self) -> None:
         claims = [claim("a", node="n1", phase="Ready"), claim("b", node="n2", phase="Ready")]
-        doomed, clock = consolidation_candidates(claims, {"n2": 1}, {}, 100.0, 30.0, 0)
+        doomed, clock = consolidation_candidates(claims, on({"n2": 1}), {}, 100.0, 30.0, 0)
         assert doomed == [] and clock == {"n1": 100.0}
-        doomed, clock = consolidation_candidates(claims, {"n2": 1}, clock, 130.0, 30.0, 0)
+        doomed, clock = consolidation_candidates(claims, on({"n2": 1}), clock, 130.0, 30.0, 0)
         assert doomed == ["a"]
 
     def test_nothing_goes_while_pods_are_pending(self) -> None:
         doomed, _ = consolidation_candidates(
-            [claim("a", node="n1", phase="Ready")], {}, {"n1": 0.0}, 999.0, 30.0, 2
+            [claim("a", node="n1", phase="Ready")], on({}), {"n1": 0.0}, 999.0, 30.0, 2
         )
         assert doomed == []
 

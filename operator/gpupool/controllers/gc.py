@@ -12,24 +12,20 @@ replaces it.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from gpupool.controllers.state import OperatorState, ProviderHandle
+from gpupool.controllers.state import ProviderHandle
 from gpupool.providers.base import Instance, InstanceState
 
 log = logging.getLogger(__name__)
-
-# Long enough that a claim being created right now is surely visible in the list.
-GRACE_SECONDS = float(os.environ.get("GPUPOOL_GC_GRACE", "60"))
 
 
 def orphans(
     instances: Sequence[Instance],
     claim_uids: Iterable[str],
     now: datetime,
-    grace_seconds: float = GRACE_SECONDS,
+    grace_seconds: float,
 ) -> list[Instance]:
     """Instances of ours whose claim is gone and that are past the grace period."""
     known = set(claim_uids)
@@ -45,24 +41,23 @@ def orphans(
     return result
 
 
-async def collect_orphans(state: OperatorState, handles: Sequence[ProviderHandle]) -> list[str]:
-    """Terminate orphaned instances at every provider; returns the ids terminated."""
+async def collect_orphans(
+    handle: ProviderHandle, instances: Sequence[Instance], claim_uids: Iterable[str], grace_seconds: float
+) -> list[str]:
+    """Terminate the provider's orphaned instances; returns the ids terminated.
+
+    `instances` must have been listed BEFORE `claim_uids` were read (the claim index is read
+    after the listing returns): a claim created between the two reads is then seen among the
+    claims, so its fresh instance is never taken for an orphan.
+    """
     terminated: list[str] = []
-    for handle in handles:
-        if not handle.healthy:
-            continue
-        # List the cloud before the cluster: a claim created between the two reads is then
-        # seen in the claim list, so its fresh instance is never taken for an orphan.
-        instances = await handle.client.list()
-        claims = await state.kube.list_cluster_objects("gpunodeclaims")
-        uids = [c["metadata"]["uid"] for c in claims]
-        for instance in orphans(instances, uids, datetime.now(UTC)):
-            log.warning(
-                "terminating orphaned instance %s at %s (claim %s is gone)",
-                instance.id,
-                handle.name,
-                instance.claim_uid,
-            )
-            await handle.client.delete(instance.id)
-            terminated.append(instance.id)
+    for instance in orphans(instances, claim_uids, datetime.now(UTC), grace_seconds):
+        log.warning(
+            "terminating orphaned instance %s at %s (claim %s is gone)",
+            instance.id,
+            handle.name,
+            instance.claim_uid,
+        )
+        await handle.client.delete(instance.id)
+        terminated.append(instance.id)
     return terminated

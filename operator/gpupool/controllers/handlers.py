@@ -1,43 +1,48 @@
 """The switchboard: every kopf handler of the operator, each a guard and one delegation.
 
-Read top to bottom, this is the table of contents of what the operator reacts to. The
-work is done in one module per controller (provider/, pool/, nodeclaim/,
-modeldeployment/, gc.py); handlers only translate between kopf and those functions:
-outcomes become status patches, events and retries.
+Read top to bottom, this is the table of contents of what the operator reacts to:
+
+- indexes: what kopf keeps current from its watch streams, keyed the way they are read;
+- wake-ups: watch handlers that wake the loops whose objects depend on what changed;
+- one daemon per GpuProvider, GpuPool, GpuNodeClaim and ModelDeployment, each running its
+  controller's `reconcile` whenever woken (`loop.reconcile_forever`);
+- deletion handlers, for what lives outside the cluster (instances) or in memory.
+
+The work is done in one folder per controller (provider/, pool/, nodeclaim/,
+modeldeployment/); handlers only translate between kopf and those classes.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import time
-from typing import Any, TypeVar
+from collections.abc import Hashable, Iterable
+from typing import Any
 
 import kopf
 
 from gpupool import metrics
-from gpupool.controllers import gc
-from gpupool.controllers.conditions import parse_stamp
-from gpupool.controllers.kube import GROUP, VERSION, Kube, load_api_client
-from gpupool.controllers.modeldeployment.reconcile import PodPlacement, reconcile_model_deployment
-from gpupool.controllers.nodeclaim.reconcile import GiveUp, reconcile_claim
+from gpupool.controllers.kube import GROUP, VERSION, Kube
+from gpupool.controllers.loop import reconcile_forever
+from gpupool.controllers.modeldeployment.controller import (
+    ManagedObject,
+    ModelDeploymentController,
+    managed_object,
+)
+from gpupool.controllers.modeldeployment.decide import PodPlacement
+from gpupool.controllers.nodeclaim.controller import ClaimController
 from gpupool.controllers.nodeclaim.registration import NodeInfo, node_info
 from gpupool.controllers.nodeclaim.termination import Retry, terminate_claim
-from gpupool.controllers.pool.pending import is_unschedulable, pod_demand
-from gpupool.controllers.pool.reconcile import reconcile_pool
-from gpupool.controllers.provider.refresh import client_for, refresh_provider
+from gpupool.controllers.pool.controller import PoolController
+from gpupool.controllers.pool.pending import PodDemand, is_unschedulable, pod_demand
+from gpupool.controllers.provider.controller import ProviderController
+from gpupool.controllers.provider.refresh import client_for
 from gpupool.controllers.state import OperatorState
+from gpupool.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-# How often each kind is looked at again when nothing happens to it.
-CLAIM_INTERVAL = float(os.environ.get("GPUPOOL_CLAIM_INTERVAL", "1"))  # seconds
-POOL_INTERVAL = float(os.environ.get("GPUPOOL_POOL_INTERVAL", "1"))  # seconds
-PROVIDER_INTERVAL = float(os.environ.get("GPUPOOL_PROVIDER_INTERVAL", "5"))  # seconds; refreshInterval gates
-MODEL_INTERVAL = float(os.environ.get("GPUPOOL_MODEL_INTERVAL", "2"))  # seconds
-GC_INTERVAL = float(os.environ.get("GPUPOOL_GC_INTERVAL", "30"))  # seconds
-CLUSTER_NAME = os.environ.get("GPUPOOL_CLUSTER_NAME", "gpupool")
+Idx = kopf.Index[Any, Any]
+MANAGED = {"app.kubernetes.io/managed-by": "gpupool"}
+MODEL_LABEL = "gpupool.dev/model-deployment"
 
 
 @kopf.on.startup()
@@ -47,11 +52,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gpupool.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="gpupool.dev")
     settings.posting.level = logging.INFO
+    # Events come only from kopf.event/info/warn calls, never from log lines: kopf would post
+    # "Handler ... succeeded." as an Event for every watch event handled, a write each.
+    settings.posting.loggers = False
     settings.watching.server_timeout = 300
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
     # The CRDs come with the chart: no need to watch CRDs, so no RBAC to read them.
     settings.scanning.disabled = True
-    memo.state = OperatorState(kube=Kube(load_api_client()), cluster_name=CLUSTER_NAME)
+    if "state" not in memo:
+        memo.state = OperatorState(kube=Kube(), settings=OperatorSettings())
 
 
 @kopf.on.cleanup()
@@ -59,6 +68,16 @@ async def close_clients(memo: kopf.Memo, **_: Any) -> None:
     state: OperatorState = memo.state
     for handle in state.providers.values():
         await handle.client.aclose()
+    await state.kube.aclose()
+
+
+def _state(memo: kopf.Memo) -> OperatorState:
+    state: OperatorState = memo.state
+    return state
+
+
+def _first(index: Idx, key: Hashable) -> Any:
+    return next(iter(index.get(key, ())), None)
 
 
 # --- indexes: what kopf keeps current from its watch streams -----------------------------
@@ -69,7 +88,7 @@ async def close_clients(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.index("pods")
-def unschedulable_gpu_pods(body: kopf.Body, **_: Any) -> dict[str, Any]:
+def unschedulable_gpu_pods(body: kopf.Body, **_: Any) -> dict[str, PodDemand]:
     """pool -> pods that want a GPU of that pool and fit no node."""
     demand = pod_demand(body)
     if demand is None or not is_unschedulable(body):
@@ -78,7 +97,7 @@ def unschedulable_gpu_pods(body: kopf.Body, **_: Any) -> dict[str, Any]:
 
 
 @kopf.index("pods")
-def gpu_pods_by_node(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, Any]:
+def gpu_pods_by_node(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, int]:
     """node -> GPUs requested by the live pods bound to it."""
     node = spec.get("nodeName")
     demand = pod_demand(body)
@@ -88,14 +107,7 @@ def gpu_pods_by_node(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, An
     return {node: demand.gpus}
 
 
-@kopf.index("nodes")
-def nodes_by_provider_id(body: kopf.Body, **_: Any) -> dict[str, NodeInfo]:
-    """providerID -> the Node's name, readiness, labels and taints."""
-    info = node_info(body)
-    return {} if info is None else {info.provider_id: info}
-
-
-@kopf.index("pods", labels={"gpupool.dev/model-deployment": kopf.PRESENT})
+@kopf.index("pods", labels={MODEL_LABEL: kopf.PRESENT})
 def model_pods(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Any, PodPlacement]:
@@ -108,14 +120,79 @@ def model_pods(
         c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
     )
     demand = pod_demand(body)
-    key = (namespace, labels["gpupool.dev/model-deployment"])
+    key = (namespace, labels[MODEL_LABEL])
     return {key: PodPlacement(node=node, gpus=demand.gpus if demand else 0, ready=ready)}
 
 
-@kopf.index("deployments", labels={"app.kubernetes.io/managed-by": "gpupool"})
-def model_deployments_status(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
-    """(namespace, name) -> the status of each Deployment gpupool rendered."""
-    return {(namespace, name): dict(body.get("status") or {})}
+@kopf.index("pods", labels={MODEL_LABEL: kopf.PRESENT})
+def model_deployments_by_node(
+    spec: kopf.Spec, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[str, tuple[str | None, str]]:
+    """node -> the ModelDeployments with a pod on it (their cost follows the node's price)."""
+    node = spec.get("nodeName")
+    return {node: (namespace, labels[MODEL_LABEL])} if node else {}
+
+
+@kopf.index("nodes")
+def nodes_by_provider_id(body: kopf.Body, **_: Any) -> dict[str, NodeInfo]:
+    """providerID -> the Node's name, readiness, labels and taints."""
+    info = node_info(body)
+    return {} if info is None else {info.provider_id: info}
+
+
+def _managed(body: kopf.Body, namespace: str | None, labels: kopf.Labels) -> dict[Any, ManagedObject]:
+    model = labels.get(MODEL_LABEL)
+    return {(namespace, model): managed_object(body)} if model else {}
+
+
+@kopf.index("deployments", labels=MANAGED)
+def managed_deployments(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Any, Any]:
+    """(namespace, ModelDeployment) -> its Deployment: rendered hash, drift key, status."""
+    return _managed(body, namespace, labels)
+
+
+@kopf.index("services", labels=MANAGED)
+def managed_services(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+    """(namespace, ModelDeployment) -> its Service."""
+    return _managed(body, namespace, labels)
+
+
+@kopf.index("poddisruptionbudgets", labels=MANAGED)
+def managed_pdbs(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+    """(namespace, ModelDeployment) -> its PodDisruptionBudget."""
+    return _managed(body, namespace, labels)
+
+
+@kopf.index(GROUP, VERSION, "gpunodeclaims")
+def claims_by_pool(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
+    """pool -> its claims, whole (the pool counts their capacity, cost and phases)."""
+    claim = {
+        "metadata": {k: body["metadata"].get(k) for k in ("name", "uid", "deletionTimestamp", "generation")},
+        "spec": dict(spec),
+        "status": dict(body.get("status") or {}),
+    }
+    return {str(spec.get("pool")): claim}
+
+
+@kopf.index(GROUP, VERSION, "gpunodeclaims")
+def claims_by_provider(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, tuple[str, str]]:
+    """provider -> (claim name, claim uid): what a provider may not be deleted under."""
+    provider = str((spec.get("offer") or {}).get("provider"))
+    return {provider: (body["metadata"]["name"], body["metadata"]["uid"])}
+
+
+@kopf.index(GROUP, VERSION, "gpunodeclaims")
+def claims_by_instance(name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[Any, str]:
+    """(provider, instance id) and provider ID -> claim name, to wake a claim when its
+    instance or its Node changes."""
+    keys: dict[Any, str] = {}
+    if status.get("instanceId"):
+        keys[(str((spec.get("offer") or {}).get("provider")), str(status["instanceId"]))] = name
+    if status.get("providerID"):
+        keys[str(status["providerID"])] = name
+    return keys
 
 
 @kopf.index(GROUP, VERSION, "gpunodeclaims")
@@ -134,10 +211,22 @@ def claim_phases(status: kopf.Status, **_: Any) -> dict[str, str]:
     return {str(status.get("phase") or "Pending"): "claim"}
 
 
+@kopf.index(GROUP, VERSION, "gpuproviders")
+def provider_names(name: str, **_: Any) -> dict[str, bool]:
+    """provider name -> True, for every GpuProvider that exists (listed before any loop starts)."""
+    return {name: True}
+
+
 @kopf.index(GROUP, VERSION, "gpupools")
 def pool_specs(name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
     """pool name -> its spec, so claims and models never GET their pool."""
     return {name: dict(spec)}
+
+
+@kopf.index(GROUP, VERSION, "gpupools")
+def pools_by_provider(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
+    """provider -> the pools that buy from it."""
+    return {str(provider): name for provider in spec.get("providers") or ()}
 
 
 @kopf.index(GROUP, VERSION, "gpupools")
@@ -149,26 +238,133 @@ def degraded_pools(name: str, status: kopf.Status, **_: Any) -> dict[str, dict[s
     return {}
 
 
-def _first(index: kopf.Index[str, T]) -> dict[str, T]:
-    return {key: next(iter(values)) for key, values in index.items() if values}
+@kopf.index(GROUP, VERSION, "modeldeployments")
+def models_by_pool(name: str, namespace: str | None, spec: kopf.Spec, **_: Any) -> dict[str, tuple[Any, str]]:
+    """pool name -> the ModelDeployments it serves."""
+    return {str(spec.get("pool") or "default"): (namespace, name)}
 
 
-# --- GpuProvider ---------------------------------------------------------------------------
+# --- wake-ups: a change wakes the loops that read what changed ---------------------------
 
 
-@kopf.timer(GROUP, VERSION, "gpuproviders", interval=PROVIDER_INTERVAL, initial_delay=0)
-async def provider_refresh(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    with metrics.reconcile_timer("provider"):
-        status = await refresh_provider(body, memo.state)
-    if status is not None:
-        patch.status.update(status)
+@kopf.on.event("pods")
+def pod_changed(
+    body: kopf.Body, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    wakeups = _state(memo).wakeups
+    demand = pod_demand(body)
+    if demand is not None:
+        wakeups.wake(("pool", demand.pool))
+    model = labels.get(MODEL_LABEL)
+    if model:
+        wakeups.wake(("model", namespace, model))
 
 
-@kopf.on.delete(GROUP, VERSION, "gpuproviders")
-async def provider_deleted(name: str, memo: kopf.Memo, **_: Any) -> None:
-    state: OperatorState = memo.state
-    claims = await state.kube.list_cluster_objects("gpunodeclaims")
-    mine = [c["metadata"]["name"] for c in claims if c["spec"]["offer"]["provider"] == name]
+@kopf.on.event("nodes")  # type: ignore[arg-type]
+def node_changed(body: kopf.Body, memo: kopf.Memo, claims_by_instance: Idx, **_: Any) -> None:
+    provider_id = (body.get("spec") or {}).get("providerID")
+    claim = _first(claims_by_instance, provider_id) if provider_id else None
+    if claim is not None:
+        _state(memo).wakeups.wake(("claim", claim))
+
+
+@kopf.on.event(GROUP, VERSION, "gpunodeclaims")  # type: ignore[arg-type]
+def claim_changed(
+    spec: kopf.Spec,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    model_deployments_by_node: Idx,
+    claim_phases: Idx,
+    **_: Any,
+) -> None:
+    wakeups = _state(memo).wakeups
+    wakeups.wake(("pool", spec.get("pool")))
+    node = status.get("nodeName")
+    if node:
+        wakeups.wake_all(("model", ns, name) for ns, name in model_deployments_by_node.get(node, ()))
+    metrics.set_claims_by_phase({phase: len(claims) for phase, claims in claim_phases.items()})
+
+
+@kopf.on.event(GROUP, VERSION, "gpupools")  # type: ignore[arg-type]
+def pool_changed(name: str, memo: kopf.Memo, models_by_pool: Idx, **_: Any) -> None:
+    wakeups = _state(memo).wakeups
+    wakeups.wake(("pool", name))
+    wakeups.wake_all(("model", ns, md) for ns, md in models_by_pool.get(name, ()))
+
+
+@kopf.on.event(GROUP, VERSION, "gpuproviders")
+def provider_changed(name: str, memo: kopf.Memo, **_: Any) -> None:
+    _state(memo).wakeups.wake(("provider", name))
+
+
+@kopf.on.event(GROUP, VERSION, "modeldeployments")
+def model_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    _state(memo).wakeups.wake(("model", namespace, name))
+
+
+@kopf.on.event("deployments", labels=MANAGED)
+@kopf.on.event("services", labels=MANAGED)
+@kopf.on.event("poddisruptionbudgets", labels=MANAGED)
+def managed_object_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    model = labels.get(MODEL_LABEL)
+    if model:
+        _state(memo).wakeups.wake(("model", namespace, model))
+
+
+# --- GpuProvider -----------------------------------------------------------------------------
+
+DAEMON = {"cancellation_timeout": 10.0}
+
+
+@kopf.daemon(GROUP, VERSION, "gpuproviders", **DAEMON)  # type: ignore[arg-type]
+async def provider_daemon(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    pools_by_provider: Idx,
+    models_by_pool: Idx,
+    claims_by_provider: Idx,
+    claims_by_instance: Idx,
+    **_: Any,
+) -> None:
+    state = _state(memo)
+    controller = ProviderController(body, state)
+    name = controller.name
+
+    def wake_buyers() -> None:
+        for pool in pools_by_provider.get(name, ()):
+            state.wakeups.wake(("pool", pool))
+            state.wakeups.wake_all(("model", ns, md) for ns, md in models_by_pool.get(pool, ()))
+        for claim, _uid in claims_by_provider.get(name, ()):
+            state.wakeups.wake(("claim", claim))
+
+    def wake_claims(instance_ids: Iterable[str]) -> None:
+        for instance_id in instance_ids:
+            claim = _first(claims_by_instance, (name, instance_id))
+            if claim is not None:
+                state.wakeups.wake(("claim", claim))
+
+    def claim_uids() -> list[str]:
+        return [uid for _claim, uid in claims_by_provider.get(name, ())]
+
+    await reconcile_forever(
+        ("provider", name),
+        lambda: controller.reconcile(wake_buyers, wake_claims, claim_uids),
+        wakeups=state.wakeups,
+        stopped=stopped,
+        resync=state.settings.provider_liveness_seconds,
+        backoff_min=state.settings.error_backoff_min_seconds,
+        backoff_max=state.settings.error_backoff_max_seconds,
+    )
+
+
+@kopf.on.delete(GROUP, VERSION, "gpuproviders")  # type: ignore[arg-type]
+async def provider_deleted(name: str, memo: kopf.Memo, claims_by_provider: Idx, **_: Any) -> None:
+    state = _state(memo)
+    handle = state.providers.get(name)
+    if handle is not None:
+        handle.deleting = True
+    mine = sorted(claim for claim, _uid in claims_by_provider.get(name, ()))
     if mine:
         # Its instances can only be terminated through it: keep it until its claims are gone.
         raise kopf.TemporaryError(
@@ -180,151 +376,155 @@ async def provider_deleted(name: str, memo: kopf.Memo, **_: Any) -> None:
     metrics.forget_provider(name)
 
 
-@kopf.timer(GROUP, VERSION, "gpuproviders", interval=GC_INTERVAL, initial_delay=GC_INTERVAL)
-async def collect_orphaned_instances(name: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    state: OperatorState = memo.state
-    handle = state.providers.get(name)
-    if handle is None:
-        return
-    with metrics.reconcile_timer("gc"):
-        terminated = await gc.collect_orphans(state, [handle])
-    for instance_id in terminated:
-        logger.warning(f"terminated orphaned instance {instance_id}: its GpuNodeClaim no longer exists")
+# --- GpuPool ---------------------------------------------------------------------------------
 
 
-# --- GpuPool -------------------------------------------------------------------------------
-
-
-@kopf.timer(GROUP, VERSION, "gpupools", interval=POOL_INTERVAL, initial_delay=0)  # type: ignore[arg-type]
-async def pool_reconcile(
+@kopf.daemon(GROUP, VERSION, "gpupools", **DAEMON)  # type: ignore[arg-type]
+async def pool_daemon(
     body: kopf.Body,
-    patch: kopf.Patch,
     memo: kopf.Memo,
-    unschedulable_gpu_pods: kopf.Index[str, Any],
-    gpu_pods_by_node: kopf.Index[str, int],
-    claim_phases: kopf.Index[str, str],
+    stopped: kopf.DaemonStopped,
+    unschedulable_gpu_pods: Idx,
+    gpu_pods_by_node: Idx,
+    claims_by_pool: Idx,
+    provider_names: Idx,
     **_: Any,
 ) -> None:
-    name = body["metadata"]["name"]
-    pending = list(unschedulable_gpu_pods.get(name, []))
-    gpus_by_node = {node: sum(values) for node, values in gpu_pods_by_node.items()}
-    with metrics.reconcile_timer("pool"):
-        outcome = await reconcile_pool(body, pending, gpus_by_node, memo.state)
-    for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    patch.status.update(outcome.status)
-    status = outcome.status
-    metrics.set_pool(
-        name, status.get("gpusTotal", 0), status.get("gpusAllocated", 0), status.get("costPerHour", 0.0)
+    state = _state(memo)
+    controller = PoolController(body, state)
+    name = controller.name
+
+    def gpus_on_node(node: str) -> int:
+        return sum(gpu_pods_by_node.get(node, ()))
+
+    await reconcile_forever(
+        ("pool", name),
+        lambda: controller.reconcile(
+            list(unschedulable_gpu_pods.get(name, ())),
+            list(claims_by_pool.get(name, ())),
+            gpus_on_node,
+            provider_names.__contains__,
+        ),
+        wakeups=state.wakeups,
+        stopped=stopped,
+        resync=state.settings.pool_resync_seconds,
+        settle=0.05,
+        backoff_min=state.settings.error_backoff_min_seconds,
+        backoff_max=state.settings.error_backoff_max_seconds,
     )
-    metrics.set_claims_by_phase({phase: len(claims) for phase, claims in claim_phases.items()})
 
 
 @kopf.on.delete(GROUP, VERSION, "gpupools", optional=True)
-def pool_deleted(name: str, memo: kopf.Memo, **_: Any) -> None:
+def pool_deleted(name: str, **_: Any) -> None:
     # Its claims go by owner reference, each through its own finalizer.
-    memo.state.pending_window.pop(name, None)
     metrics.forget_pool(name)
 
 
-# --- GpuNodeClaim --------------------------------------------------------------------------
+# --- GpuNodeClaim ----------------------------------------------------------------------------
 
 
-@kopf.timer(GROUP, VERSION, "gpunodeclaims", interval=CLAIM_INTERVAL, initial_delay=0)  # type: ignore[arg-type]
-async def claim_reconcile(
+@kopf.daemon(GROUP, VERSION, "gpunodeclaims", **DAEMON)  # type: ignore[arg-type]
+async def claim_daemon(
     body: kopf.Body,
-    patch: kopf.Patch,
     memo: kopf.Memo,
-    nodes_by_provider_id: kopf.Index[str, NodeInfo],
-    pool_specs: kopf.Index[str, dict[str, Any]],
+    stopped: kopf.DaemonStopped,
+    nodes_by_provider_id: Idx,
+    pool_specs: Idx,
+    provider_names: Idx,
     **_: Any,
 ) -> None:
-    state: OperatorState = memo.state
-    if body["metadata"].get("deletionTimestamp"):
-        return
-    pools: dict[str, dict[str, Any]] = _first(pool_specs)
-    try:
-        with metrics.reconcile_timer("nodeclaim"):
-            status = await reconcile_claim(body, state, _first(nodes_by_provider_id), pools)
-    except GiveUp as gave_up:
-        kopf.warn(body, reason=gave_up.reason, message=gave_up.message)
-        patch.status["phase"] = "Failed"
-        await state.kube.delete_cluster_object("gpunodeclaims", body["metadata"]["name"])
-        return
-    previous = (body.get("status") or {}).get("phase")
-    if status.get("phase") != previous and status.get("phase") in ("Launched", "Registered", "Ready"):
-        kopf.info(body, reason=status["phase"], message=_phase_message(status))
-        if status["phase"] == "Ready" and status.get("launchedAt"):
-            seconds = time.time() - parse_stamp(str(status["launchedAt"]))
-            metrics.observe_launch_to_ready(body["spec"]["offer"]["provider"], seconds)
-    patch.status.update(status)
+    state = _state(memo)
+    controller = ClaimController(body, state)
 
+    class Nodes:
+        """The node index seen as providerID -> NodeInfo."""
 
-def _phase_message(status: dict[str, Any]) -> str:
-    if status["phase"] == "Launched":
-        return f"instance {status.get('instanceId')} launched"
-    return f"node {status.get('nodeName')} is {status['phase'].lower()}"
+        def get(self, provider_id: str) -> NodeInfo | None:
+            info: NodeInfo | None = _first(nodes_by_provider_id, provider_id)
+            return info
+
+    nodes = Nodes()
+    await reconcile_forever(
+        ("claim", controller.name),
+        lambda: controller.reconcile(
+            nodes,  # type: ignore[arg-type]
+            _first(pool_specs, body["spec"]["pool"]) or {},
+            provider_names.__contains__,
+        ),
+        wakeups=state.wakeups,
+        stopped=stopped,
+        resync=state.settings.claim_resync_seconds,
+        backoff_min=state.settings.error_backoff_min_seconds,
+        backoff_max=state.settings.error_backoff_max_seconds,
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, "gpunodeclaims")  # type: ignore[arg-type]
-async def claim_deleted(
-    body: kopf.Body, memo: kopf.Memo, nodes_by_provider_id: kopf.Index[str, NodeInfo], **_: Any
-) -> None:
-    await client_for(body["spec"]["offer"]["provider"], memo.state)
+async def claim_deleted(body: kopf.Body, memo: kopf.Memo, nodes_by_provider_id: Idx, **_: Any) -> None:
+    state = _state(memo)
+    await client_for(body["spec"]["offer"]["provider"], state)
+    provider_id = (body.get("status") or {}).get("providerID")
+    node = _first(nodes_by_provider_id, provider_id) if provider_id else None
     try:
         with metrics.reconcile_timer("nodeclaim"):
-            await terminate_claim(body, memo.state, _first(nodes_by_provider_id))
+            await terminate_claim(body, state, node)
     except Retry as retry:
         raise kopf.TemporaryError(str(retry), delay=retry.delay) from retry
 
 
-# --- ModelDeployment -----------------------------------------------------------------------
+# --- ModelDeployment -------------------------------------------------------------------------
 
 
-@kopf.timer(GROUP, VERSION, "modeldeployments", interval=MODEL_INTERVAL, initial_delay=0)  # type: ignore[arg-type]
-async def model_deployment_reconcile(
+@kopf.daemon(GROUP, VERSION, "modeldeployments", **DAEMON)  # type: ignore[arg-type]
+async def model_daemon(
     body: kopf.Body,
-    name: str,
-    namespace: str,
-    patch: kopf.Patch,
     memo: kopf.Memo,
-    model_pods: kopf.Index[Any, PodPlacement],
-    model_deployments_status: kopf.Index[Any, Any],
-    node_prices: kopf.Index[str, tuple[float, int]],
-    pool_specs: kopf.Index[str, dict[str, Any]],
-    degraded_pools: kopf.Index[str, dict[str, Any]],
+    stopped: kopf.DaemonStopped,
+    model_pods: Idx,
+    managed_deployments: Idx,
+    managed_services: Idx,
+    managed_pdbs: Idx,
+    node_prices: Idx,
+    pool_specs: Idx,
+    degraded_pools: Idx,
     **_: Any,
 ) -> None:
-    if body["metadata"].get("deletionTimestamp"):
-        return
-    deployment = next(iter(model_deployments_status.get((namespace, name), [])), None)
-    pools: dict[str, dict[str, Any]] = _first(pool_specs)
-    degraded: dict[str, dict[str, Any]] = _first(degraded_pools)
-    with metrics.reconcile_timer("modeldeployment"):
-        outcome = await reconcile_model_deployment(
-            body,
-            memo.state,
-            list(model_pods.get((namespace, name), [])),
-            deployment,
-            _first(node_prices),
-            pools,
-            degraded,
+    state = _state(memo)
+    controller = ModelDeploymentController(body, state)
+    key = controller.key
+
+    def node_price(node: str) -> tuple[float, int]:
+        price: tuple[float, int] = _first(node_prices, node) or (0.0, 0)
+        return price
+
+    def managed() -> dict[str, ManagedObject]:
+        found = (_first(index, key) for index in (managed_deployments, managed_services, managed_pdbs))
+        return {obj.kind: obj for obj in found if obj is not None}
+
+    async def reconcile() -> float | None:
+        pool = str((body.get("spec") or {}).get("pool") or "default")
+        return await controller.reconcile(
+            list(model_pods.get(key, ())),
+            managed(),
+            _first(pool_specs, pool),
+            _first(degraded_pools, pool),
+            node_price,
         )
-    for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    patch.status.update(outcome.status)
-    status = outcome.status
-    metrics.set_model_deployment(
-        namespace or "",
-        name,
-        status.get("costPerHour", 0.0),
-        status.get("replicas", 0),
-        status.get("readyReplicas", 0),
+
+    await reconcile_forever(
+        ("model", *key),
+        reconcile,
+        wakeups=state.wakeups,
+        stopped=stopped,
+        resync=state.settings.model_resync_seconds,
+        settle=0.05,
+        backoff_min=state.settings.error_backoff_min_seconds,
+        backoff_max=state.settings.error_backoff_max_seconds,
     )
 
 
 @kopf.on.delete(GROUP, VERSION, "modeldeployments", optional=True)
-def model_deployment_deleted(uid: str, name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    # Its objects go by owner reference and its nodes by consolidation; only memory is ours.
-    memo.state.applied.pop(uid, None)
+def model_deployment_deleted(name: str, namespace: str | None, **_: Any) -> None:
+    # Its objects go by owner reference and its nodes by consolidation; its state went with
+    # its daemon.
     metrics.forget_model_deployment(namespace or "", name)

@@ -1,9 +1,12 @@
-"""What the operator keeps in memory between handler calls, and nothing it cannot rebuild.
+"""What the operator shares between controllers in memory, and nothing it cannot rebuild.
 
-Everything durable lives in the cluster (claims, statuses) or in the clouds (instances): a
-restart loses only this, and this is rebuilt from them. The provider clients and their last
-offer lists are here because listing every cloud on every reconcile would hit rate limits;
-the capacity-error marks are here because they are meant to expire in minutes anyway.
+Everything durable lives in the cluster (claims, statuses with the kept plans) or in the
+clouds (instances): a restart loses only this, and this is rebuilt from them. The provider
+clients, their last offer lists and their last instance listings are here because every
+controller reads them and listing a cloud per reader would break its rate limits; the
+capacity-error marks because they are meant to expire in minutes anyway. State that one
+controller owns (a pool's batch window, a claim's status writer) lives in that controller's
+daemon and goes with it.
 """
 
 from __future__ import annotations
@@ -11,14 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from gpupool.catalog import CapacityType, Offer, Unavailable
 from gpupool.controllers.kube import Kube
-from gpupool.providers.base import CloudProvider
-
-if TYPE_CHECKING:
-    from gpupool.controllers.modeldeployment.reconcile import Applied
+from gpupool.controllers.loop import Wakeups
+from gpupool.providers.base import CloudProvider, Instance
+from gpupool.settings import OperatorSettings
 
 # Karpenter keeps an offering it could not launch out of consideration for 3 minutes.
 UNAVAILABLE_SECONDS = 180.0
@@ -26,7 +27,7 @@ UNAVAILABLE_SECONDS = 180.0
 
 @dataclass
 class ProviderHandle:
-    """One GpuProvider as the operator uses it: a live client and the offers it listed last."""
+    """One GpuProvider as the operator uses it: a live client, its offers and instances."""
 
     name: str
     type: str
@@ -37,6 +38,13 @@ class ProviderHandle:
     sold_out: frozenset[str] = frozenset()  # offer keys the cloud itself reports without capacity
     refreshed_at: float = 0.0
     healthy: bool = False
+    # The last `list()` of this cluster's instances (id -> instance) and when it was asked
+    # (epoch seconds, taken BEFORE the call: an instance launched after that moment may be
+    # missing from it without having vanished).
+    instances: dict[str, Instance] | None = None
+    listed_at: float = 0.0
+    # A GpuProvider being deleted is never bought from again.
+    deleting: bool = False
 
 
 @dataclass
@@ -44,20 +52,22 @@ class OperatorState:
     """Shared by every handler through kopf's `memo`."""
 
     kube: Kube
-    cluster_name: str
+    settings: OperatorSettings
+    wakeups: Wakeups = field(default_factory=Wakeups)
     providers: dict[str, ProviderHandle] = field(default_factory=dict)
+    # GpuProviders whose first refresh since this process started has been attempted. Until
+    # then a pool or claim that uses one keeps its status as it is: "not ready" would only be
+    # this process's own start showing, and would be written and unwritten a second later.
+    providers_seen: set[str] = field(default_factory=set)
     unavailable: Unavailable = field(default_factory=Unavailable)
-    # pool name -> (first, last) time a pending pod of that pool was seen, for batching
-    pending_window: dict[str, tuple[float, float]] = field(default_factory=dict)
-    # node name -> since when it has had no GPU pod, for consolidation
-    empty_since: dict[str, float] = field(default_factory=dict)
-    # claim uid -> when its instance was last looked up (monotonic), to pace cloud calls
-    instance_checked: dict[str, float] = field(default_factory=dict)
-    # ModelDeployment uid -> its current plan and what was last applied for it
-    applied: dict[str, Applied] = field(default_factory=dict)
+
+    @property
+    def cluster_name(self) -> str:
+        return self.settings.cluster_name
 
     def offers(self, provider_names: Sequence[str] = ()) -> list[Offer]:
-        """Current offers of the named providers (all when empty), without the sold-out ones."""
+        """Current offers of the named providers (all when empty), without the sold-out ones and
+        without providers being deleted."""
         chosen: Iterable[ProviderHandle] = (
             self.providers.values()
             if not provider_names
@@ -65,7 +75,12 @@ class OperatorState:
         )
         result: list[Offer] = []
         for handle in chosen:
-            result.extend(o for o in handle.offers if o.key not in handle.sold_out)
+            if handle.deleting:
+                continue
+            if handle.sold_out:
+                result.extend(o for o in handle.offers if o.key not in handle.sold_out)
+            else:
+                result.extend(handle.offers)
         return result
 
     def mark_unavailable(self, offer_key: str, capacity_type: CapacityType, now: float | None = None) -> None:

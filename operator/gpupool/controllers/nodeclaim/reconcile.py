@@ -1,7 +1,9 @@
 """One reconcile of a GpuNodeClaim: look at where it is, take the next step, write the status.
 
-Level-triggered: it runs on creation and then on a short timer, reads the claim, the cloud
-and the Node afresh each time, and never assumes the previous call finished. Phases, in
+Level-triggered: it runs when the claim, its Node or its provider's instance listing
+changes (and at deadlines: the launch timeout), reads them from memory each time, and never
+assumes the previous call finished. The cloud is called only to launch; liveness comes from
+the provider's one listing per interval, shared by every claim. Phases, in
 order: Pending (written by the pool) -> Launched (the cloud accepted; instance id recorded)
 -> Registered (its Node joined; labelled and tainted) -> Ready (the Node is Ready). A claim
 that cannot get there (no capacity, launch timeout, instance vanished, spot interruption)
@@ -19,21 +21,18 @@ from gpupool.catalog import offer_key
 from gpupool.controllers.conditions import now_stamp, parse_stamp, put_condition, seconds
 from gpupool.controllers.nodeclaim.launch import launch_request, node_labels
 from gpupool.controllers.nodeclaim.registration import NodeInfo, node_patch
+from gpupool.controllers.outcome import Outcome
 from gpupool.controllers.state import OperatorState
-from gpupool.providers.base import Instance, InstanceState
+from gpupool.providers.base import InstanceState
 from gpupool.providers.errors import (
     AuthError,
     CapacityError,
     InvalidRequestError,
-    NotFoundError,
     ProviderError,
     QuotaError,
 )
 
 log = logging.getLogger(__name__)
-
-# How often the cloud is asked about an instance whose node is Ready (spot notices, vanishing).
-READY_CHECK_SECONDS = 10.0
 
 
 class GiveUp(Exception):
@@ -57,29 +56,28 @@ def _condition(
 
 async def reconcile_claim(
     claim: Mapping[str, Any],
+    status: dict[str, Any],
     state: OperatorState,
     nodes: Mapping[str, NodeInfo],
-    pools: Mapping[str, Mapping[str, Any]],
-) -> dict[str, Any]:
-    """Take the claim one step further. Returns the new status; raises GiveUp to abandon it."""
-    status: dict[str, Any] = dict(claim.get("status") or {})
+    pool_spec: Mapping[str, Any],
+    outcome: Outcome,
+) -> None:
+    """Take the claim one step further, writing into `status`; raises GiveUp to abandon it."""
     status.setdefault("conditions", [])
     status["observedGeneration"] = claim["metadata"].get("generation", 1)
     offer = claim["spec"]["offer"]
     handle = state.providers.get(offer["provider"])
-    if handle is None:
+    if handle is None or (handle.deleting and not status.get("instanceId")):
+        if handle is not None:
+            raise GiveUp("ProviderDeleting", f"GpuProvider {offer['provider']!r} is being deleted")
         status["phase"] = status.get("phase") or "Pending"
         _condition(
-            status,
-            claim,
-            "Launched",
-            False,
-            "ProviderNotReady",
+            status, claim, "Launched", False, "ProviderNotReady",
             f"GpuProvider {offer['provider']!r} is not known or not ready yet",
-        )
-        return status
-    pool_spec = pools.get(claim["spec"]["pool"]) or {}
+        )  # fmt: skip
+        return
     taints = list(pool_spec.get("taints") or [])
+    timeout = seconds((pool_spec.get("disruption") or {}).get("launchTimeout") or "10m")
 
     if not status.get("instanceId"):
         request = launch_request(
@@ -89,7 +87,6 @@ async def reconcile_claim(
             pool_taints=taints,
             user_data_template=handle.user_data_template,
         )
-        status["phase"] = "Launching"
         try:
             launched = await handle.client.create(request)
         except (CapacityError, QuotaError) as error:
@@ -101,9 +98,11 @@ async def reconcile_claim(
             state.mark_unavailable(_offer_key(offer), offer["capacityType"])
             reason = "AuthFailed" if isinstance(error, AuthError) else "InvalidRequest"
             raise GiveUp(reason, str(error)) from error
-        except ProviderError as error:  # transient after retries: try again next tick
+        except ProviderError as error:  # transient after retries: try again soon
+            status["phase"] = "Launching"
             _condition(status, claim, "Launched", False, "LaunchRetrying", str(error))
-            return status
+            outcome.requeue_in(state.settings.error_backoff_min_seconds * 5)
+            return
         status.update(
             phase="Launched",
             instanceId=launched.id,
@@ -111,29 +110,20 @@ async def reconcile_claim(
             launchedAt=now_stamp(),
         )
         _condition(
-            status,
-            claim,
-            "Launched",
-            True,
-            "Launched",
+            status, claim, "Launched", True, "Launched",
             f"instance {launched.id} launched at {offer['provider']} in {offer['region']}",
-        )
-        return status
+        )  # fmt: skip
+        outcome.requeue_in(timeout)
+        return
 
-    # Launched: the instance must still exist, and not be on its way out. A Ready claim
-    # asks the cloud less often, to stay within its rate limits.
-    instance: Instance | None = None
-    moment = time.monotonic()
-    uid = claim["metadata"]["uid"]
-    if status.get("phase") != "Ready" or moment - state.instance_checked.get(uid, 0.0) >= READY_CHECK_SECONDS:
-        state.instance_checked[uid] = moment
-        try:
-            instance = await handle.client.get(status["instanceId"])
-        except NotFoundError as error:
-            raise GiveUp("InstanceVanished", f"instance {status['instanceId']} no longer exists") from error
-        except ProviderError:
-            instance = None
-    if instance is not None:
+    # Launched: the instance must still exist, and not be on its way out. The provider's one
+    # listing per interval says so for every claim at once; a listing asked before the launch
+    # was recorded may not show the instance yet, so only a later one counts its absence.
+    launched_at = parse_stamp(str(status["launchedAt"])) if status.get("launchedAt") else 0.0
+    if handle.instances is not None and handle.listed_at > launched_at + 1.0:
+        instance = handle.instances.get(status["instanceId"])
+        if instance is None:
+            raise GiveUp("InstanceVanished", f"instance {status['instanceId']} no longer exists")
         if instance.state in (InstanceState.TERMINATING, InstanceState.TERMINATED):
             raise GiveUp("InstanceTerminated", f"instance {instance.id} is {instance.state.value}")
         if instance.interruption_at is not None:
@@ -146,8 +136,8 @@ async def reconcile_claim(
     if node is None:
         if status.get("nodeName"):
             raise GiveUp("NodeVanished", f"node {status['nodeName']} was deleted")
-        timeout = seconds((pool_spec.get("disruption") or {}).get("launchTimeout") or "10m")
-        if _age_seconds(status.get("launchedAt")) > timeout:
+        age = _age_seconds(status.get("launchedAt"))
+        if age > timeout:
             state.mark_unavailable(_offer_key(offer), offer["capacityType"])
             raise GiveUp(
                 "RegistrationTimeout",
@@ -156,7 +146,8 @@ async def reconcile_claim(
         _condition(
             status, claim, "Registered", False, "AwaitingNode", "waiting for the instance's Node to join"
         )
-        return status
+        outcome.requeue_in(max(timeout - age, 0.0) + 0.5)
+        return
 
     patch = node_patch(node, node_labels(claim, pool_spec.get("labels") or {}), taints)
     if patch is not None:
@@ -170,7 +161,6 @@ async def reconcile_claim(
     else:
         status["phase"] = "Registered"
         _condition(status, claim, "Ready", False, "NodeNotReady", f"node {node.name} is not Ready")
-    return status
 
 
 def _offer_key(offer: Mapping[str, Any]) -> str:

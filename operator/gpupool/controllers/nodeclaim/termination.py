@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from kubernetes import client
+from lightkube.resources.core_v1 import Pod
 
 from gpupool.controllers.kube import Kube, NotFound
 from gpupool.controllers.nodeclaim.registration import NodeInfo
@@ -33,8 +33,8 @@ class Retry(Exception):
         self.delay = delay
 
 
-def _evictable(pod: client.V1Pod) -> bool:
-    owners = (pod.metadata and pod.metadata.owner_references) or []
+def _evictable(pod: Pod) -> bool:
+    owners = (pod.metadata and pod.metadata.ownerReferences) or []
     if any(o.kind == "DaemonSet" for o in owners):
         return False  # DaemonSet pods would be recreated on the node at once
     annotations = (pod.metadata and pod.metadata.annotations) or {}
@@ -50,11 +50,11 @@ async def cordon_and_drain(kube: Kube, node: NodeInfo) -> None:
         if not any(t["key"] == DISRUPTED_TAINT["key"] for t in taints):
             taints.append(dict(DISRUPTED_TAINT))
         await kube.patch_node(name, {"spec": {"unschedulable": True, "taints": taints}})
-    pods = [p for p in await kube.list_pods(field_selector=f"spec.nodeName={name}") if _evictable(p)]
+    pods = [p for p in await kube.list_pods_on_node(name) if _evictable(p)]
     refused = 0
     for pod in pods:
         meta = pod.metadata
-        if meta is None or meta.deletion_timestamp or not meta.name or not meta.namespace:
+        if meta is None or meta.deletionTimestamp or not meta.name or not meta.namespace:
             continue
         if not await kube.evict_pod(meta.namespace, meta.name):
             refused += 1
@@ -63,14 +63,10 @@ async def cordon_and_drain(kube: Kube, node: NodeInfo) -> None:
         raise Retry(f"draining node {name}: {len(pods)} pods left{detail}", delay=5.0 if refused else 2.0)
 
 
-async def terminate_claim(
-    claim: Mapping[str, Any], state: OperatorState, nodes: Mapping[str, NodeInfo]
-) -> None:
+async def terminate_claim(claim: Mapping[str, Any], state: OperatorState, node: NodeInfo | None) -> None:
     """Drain, terminate, delete the Node. Raises Retry until all three are done."""
     status = claim.get("status") or {}
     offer = claim["spec"]["offer"]
-    provider_id = status.get("providerID")
-    node = nodes.get(provider_id) if provider_id else None
     if node is not None:
         await cordon_and_drain(state.kube, node)
 

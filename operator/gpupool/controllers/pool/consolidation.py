@@ -5,12 +5,13 @@ A node that has held no GPU pod for `consolidateAfter` is given back.
 Only empty nodes are removed for now (Karpenter's "empty" consolidation); replacing an
 underused node by a cheaper one is not done yet. Nothing is removed while the pool has
 pending pods, since an empty node may be exactly where the scheduler is about to put one.
-The empty-since clock is in memory: a restart only makes the operator more patient.
+The empty-since clock is in memory (the pool controller's own): a restart only makes the
+operator more patient.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gpupool.controllers.conditions import parse_stamp
@@ -18,7 +19,7 @@ from gpupool.controllers.conditions import parse_stamp
 
 def consolidation_candidates(
     claims: Sequence[Mapping[str, Any]],
-    gpus_by_node: Mapping[str, int],
+    gpus_on_node: Callable[[str], int],
     empty_since: Mapping[str, float],
     now: float,
     consolidate_after: float,
@@ -32,7 +33,7 @@ def consolidation_candidates(
         node = status.get("nodeName")
         if not node or status.get("phase") != "Ready" or claim["metadata"].get("deletionTimestamp"):
             continue
-        if gpus_by_node.get(node, 0) > 0:
+        if gpus_on_node(node) > 0:
             continue
         since = empty_since.get(node, now)
         clock[node] = since

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
-def pool_totals(claims: Sequence[Mapping[str, Any]], gpus_by_node: Mapping[str, int]) -> dict[str, Any]:
+def pool_totals(claims: Sequence[Mapping[str, Any]], gpus_on_node: Callable[[str], int]) -> dict[str, Any]:
     """Status fields: nodes and GPUs that have joined, GPUs in use, and the hourly cost of every
     claim (a launching instance is already billed)."""
     nodes = 0
@@ -20,7 +20,7 @@ def pool_totals(claims: Sequence[Mapping[str, Any]], gpus_by_node: Mapping[str, 
         if node:
             nodes += 1
             gpus_total += int(offer["gpuCount"])
-            gpus_allocated += min(gpus_by_node.get(node, 0), int(offer["gpuCount"]))
+            gpus_allocated += min(gpus_on_node(node), int(offer["gpuCount"]))
     return {
         "nodes": nodes,
         "gpusTotal": gpus_total,

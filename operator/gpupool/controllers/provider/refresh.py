@@ -12,17 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from kubernetes.client import ApiException
-
 from gpupool import metrics
 from gpupool.catalog import apply_discounts
-from gpupool.controllers.conditions import now_stamp, put_condition, seconds
-from gpupool.controllers.kube import NotFound
+from gpupool.controllers.conditions import now_stamp, put_condition
+from gpupool.controllers.kube import NotFound, status_code
 from gpupool.controllers.state import OperatorState, ProviderHandle
 from gpupool.metrics import MeteredProvider
 from gpupool.providers.errors import AuthError, ProviderError
@@ -59,10 +56,10 @@ async def _api_key(state: OperatorState, spec: Mapping[str, Any]) -> str:
         raise ProviderSpecError(
             f"spec.credentialsSecretRef.key: Secret {namespace}/{ref['name']} has no key {key!r}"
         ) from error
-    except ApiException as error:
-        if error.status != 403:
+    except Exception as error:
+        if status_code(error) != 403:
             raise
-        allowed = os.environ.get("GPUPOOL_CREDENTIALS_NAMESPACE", DEFAULT_SECRET_NAMESPACE)
+        allowed = state.settings.credentials_namespace
         raise ProviderSpecError(
             f"spec.credentialsSecretRef.namespace: the operator may read Secrets only in namespace "
             f"{allowed!r} (the chart's credentials.namespace); move Secret {ref['name']} there"
@@ -98,28 +95,17 @@ async def ensure_client(name: str, spec: Mapping[str, Any], state: OperatorState
     return handle
 
 
-def refresh_due(handle: ProviderHandle, spec: Mapping[str, Any], now: float) -> bool:
-    interval = seconds(str(spec.get("refreshInterval") or "5m"))
-    return not handle.healthy or now - handle.refreshed_at >= interval
-
-
 async def refresh_provider(
-    body: Mapping[str, Any], state: OperatorState, *, force: bool = False
-) -> dict[str, Any] | None:
-    """Refresh the provider's offers if due; returns the new status, or None if nothing to do."""
+    body: Mapping[str, Any], state: OperatorState, *, current: Mapping[str, Any]
+) -> dict[str, Any]:
+    """List the provider's offers now (the caller decides when it is due); returns the new status."""
     name = body["metadata"]["name"]
     spec = body.get("spec") or {}
-    status: dict[str, Any] = dict(body.get("status") or {})
+    status: dict[str, Any] = dict(current)
     generation = body["metadata"].get("generation", 1)
     now = time.time()
     try:
         handle = await ensure_client(name, spec, state)
-        if (
-            not force
-            and not refresh_due(handle, spec, now)
-            and status.get("observedGeneration") == generation
-        ):
-            return None
         listed = await handle.client.list_offers()
     except ProviderSpecError as error:
         return _unready(status, generation, "InvalidCredentialsRef", str(error), state, name)

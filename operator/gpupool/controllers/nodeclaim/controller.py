@@ -1,0 +1,72 @@
+"""The GpuNodeClaim controller's shell: one instance per claim, in its daemon.
+
+Woken when the claim, its Node or its provider's instance listing changes; it asks to run
+again when its launch times out. The status is written only when it changed; phase
+changes are posted as events; a claim given up is marked Failed and deleted, and its
+finalizer (`termination`) cleans up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kopf
+
+from gpupool import metrics
+from gpupool.controllers.conditions import parse_stamp
+from gpupool.controllers.nodeclaim.reconcile import GiveUp, reconcile_claim
+from gpupool.controllers.nodeclaim.registration import NodeInfo
+from gpupool.controllers.outcome import Outcome
+from gpupool.controllers.state import OperatorState
+from gpupool.controllers.writes import StatusWriter
+
+
+def _phase_message(status: Mapping[str, Any]) -> str:
+    if status["phase"] == "Launched":
+        return f"instance {status.get('instanceId')} launched"
+    return f"node {status.get('nodeName')} is {status['phase'].lower()}"
+
+
+class ClaimController:
+    """Reconciles one GpuNodeClaim; `reconcile` is called by its loop."""
+
+    def __init__(self, body: kopf.Body, state: OperatorState) -> None:
+        self.body = body
+        self.state = state
+        self.name: str = body["metadata"]["name"]
+        self.writer = StatusWriter(state.kube, "gpunodeclaims", self.name)
+
+    async def reconcile(
+        self,
+        nodes: Mapping[str, NodeInfo],
+        pool_spec: Mapping[str, Any],
+        provider_exists: Callable[[str], bool],
+    ) -> float | None:
+        body, state = self.body, self.state
+        if body["metadata"].get("deletionTimestamp"):
+            return None
+        provider = body["spec"]["offer"]["provider"]
+        if provider_exists(provider) and provider not in state.providers_seen:
+            return None  # the provider's first listing since start wakes this claim
+        current = self.writer.current(body)
+        status: dict[str, Any] = dict(current)
+        outcome = Outcome(status)
+        try:
+            with metrics.reconcile_timer("nodeclaim"):
+                await reconcile_claim(body, status, state, nodes, pool_spec, outcome)
+        except GiveUp as gave_up:
+            kopf.warn(body, reason=gave_up.reason, message=gave_up.message)
+            await self.writer.write(body, {**current, "phase": "Failed"})
+            await state.kube.delete_cluster_object("gpunodeclaims", self.name)
+            return None
+        previous = current.get("phase")
+        phase = status.get("phase")
+        if phase != previous and phase in ("Launched", "Registered", "Ready"):
+            kopf.info(body, reason=str(phase), message=_phase_message(status))
+            if phase == "Ready" and status.get("launchedAt"):
+                seconds = time.time() - parse_stamp(str(status["launchedAt"]))
+                metrics.observe_launch_to_ready(body["spec"]["offer"]["provider"], seconds)
+        await self.writer.write(body, status)
+        return outcome.requeue

@@ -1,0 +1,201 @@
+"""The GpuPool controller's shell: one instance per pool, in its daemon.
+
+Woken when the pool's pending pods, claims or spec change, or when offers arrive; it asks
+to run again when a batch closes or a node falls due for consolidation or expiry. Its own
+state (the batch window, since when each node has been empty) lives here and goes with
+the daemon. Every read is from memory: the pending pods and the claims come from kopf's
+indexes, never from a LIST per reconcile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import kopf
+
+from gpupool import metrics
+from gpupool.api import GpuPoolSpec
+from gpupool.controllers.conditions import put_condition
+from gpupool.controllers.kube import status_code
+from gpupool.controllers.outcome import Outcome
+from gpupool.controllers.pool.consolidation import consolidation_candidates, expired_claims
+from gpupool.controllers.pool.pending import PodDemand
+from gpupool.controllers.pool.provisioning import BatchWindow, batch_ready, claim_manifest, pool_capacity
+from gpupool.controllers.pool.status import pool_totals
+from gpupool.controllers.state import OperatorState
+from gpupool.controllers.writes import StatusWriter
+from gpupool.planner import PendingPod, pack_pods, pool_constraints_from_spec
+
+log = logging.getLogger(__name__)
+
+
+class PoolController:
+    """Reconciles one GpuPool; `reconcile` is called by its loop."""
+
+    def __init__(self, body: kopf.Body, state: OperatorState) -> None:
+        self.body = body
+        self.state = state
+        self.name: str = body["metadata"]["name"]
+        self.writer = StatusWriter(state.kube, "gpupools", self.name)
+        self.window: BatchWindow | None = None
+        self.empty_since: dict[str, float] = {}
+
+    async def reconcile(
+        self,
+        pending: Sequence[PodDemand],
+        claims: Sequence[Mapping[str, Any]],
+        gpus_on_node: Callable[[str], int],
+        provider_exists: Callable[[str], bool],
+    ) -> float | None:
+        body = self.body
+        if body["metadata"].get("deletionTimestamp"):
+            return None
+        providers = (body.get("spec") or {}).get("providers") or ()
+        if any(provider_exists(p) and p not in self.state.providers_seen for p in providers):
+            return None  # the provider's first listing since start wakes this pool
+        with metrics.reconcile_timer("pool"):
+            outcome = await self._reconcile(pending, claims, gpus_on_node)
+        for event in outcome.events:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        status = outcome.status
+        await self.writer.write(body, status)
+        metrics.set_pool(
+            self.name,
+            status.get("gpusTotal", 0),
+            status.get("gpusAllocated", 0),
+            status.get("costPerHour", 0.0),
+        )
+        return outcome.requeue
+
+    async def _reconcile(
+        self,
+        pending: Sequence[PodDemand],
+        claims: Sequence[Mapping[str, Any]],
+        gpus_on_node: Callable[[str], int],
+    ) -> Outcome:
+        state, body, name = self.state, self.body, self.name
+        settings = state.settings
+        generation = int(body["metadata"].get("generation") or 1)
+        spec = GpuPoolSpec.from_k8s(body.get("spec") or {})
+        wire_spec = spec.to_k8s()
+        current = self.writer.current(body)
+        status: dict[str, Any] = {"conditions": list(current.get("conditions") or [])}
+        outcome = Outcome(status)
+        now = time.time()
+
+        live = [c for c in claims if not c["metadata"].get("deletionTimestamp")]
+        providers = tuple(spec.providers)
+        missing = [p for p in providers if p not in state.providers or state.providers[p].deleting]
+        offers = state.offers(providers)
+        constraints = dataclasses.replace(
+            pool_constraints_from_spec(wire_spec, name=name),
+            used_nodes=len(live),
+            used_gpus=sum(int(c["spec"]["offer"]["gpuCount"]) for c in live),
+            used_cost_per_hour=sum(float(c["spec"]["offer"].get("pricePerHour") or 0) for c in live),
+        )
+
+        # --- provisioning -----------------------------------------------------------------
+        keys = frozenset(d.key for d in pending)
+        ready, self.window, closes_in = batch_ready(
+            self.window, keys, now, settings.batch_idle_seconds, settings.batch_max_seconds
+        )
+        if closes_in is not None:
+            outcome.requeue_in(closes_in)
+        blocked: dict[str, str] = {}
+        if ready:
+            self.window = None
+            pods = [
+                PendingPod(
+                    name=d.key,
+                    gpus=d.gpus,
+                    gpu_types=d.gpu_types,
+                    pool=name,
+                    capacity_types=tuple(c for c in d.capacity_types if c in ("spot", "on-demand")),  # type: ignore[misc]
+                )
+                for d in pending
+            ]
+            capacity = pool_capacity(live, gpus_on_node, name)
+            result = pack_pods(pods, capacity, offers, constraints, unavailable=state.unavailable, now=now)
+            for instance in result.new_instances:
+                await self._create_claim(instance, outcome, now)
+            blocked = dict(result.unplaced)
+
+        previous_degraded = next((c for c in status["conditions"] if c.get("type") == "Degraded"), None)
+        if blocked:
+            reasons = sorted(set(blocked.values()))
+            message = f"{len(blocked)} pending pod(s) cannot get a node: " + "; ".join(reasons)[:900]
+            reason = "LimitReached" if any("limit" in r for r in reasons) else "NoOfferFits"
+            if not previous_degraded or previous_degraded.get("message") != message:
+                outcome.warn(reason, message)
+            put_condition(status, "Degraded", True, reason, message, generation)
+        elif ready or not pending:
+            put_condition(
+                status, "Degraded", False, "Provisioned", "every pending pod has a node or one on its way",
+                generation,
+            )  # fmt: skip
+
+        # --- consolidation and expiry ------------------------------------------------------
+        disruption = spec.disruption
+        consolidate_after = disruption.consolidate_after_delta.total_seconds()
+        doomed, clock = consolidation_candidates(
+            live, gpus_on_node, self.empty_since, now, consolidate_after, len(pending)
+        )
+        self.empty_since = clock
+        if clock and not pending:
+            outcome.requeue_in(max(min(clock.values()) + consolidate_after - now, 0.5))
+        expiry = disruption.expire_after_delta
+        for claim_name in expired_claims(live, now, expiry.total_seconds() if expiry else None):
+            await state.kube.delete_cluster_object("gpunodeclaims", claim_name)
+            outcome.info("Expiring", f"claim {claim_name}: launched more than {disruption.expire_after} ago")
+        for claim_name in doomed:
+            await state.kube.delete_cluster_object("gpunodeclaims", claim_name)
+            outcome.info(
+                "Consolidating",
+                f"claim {claim_name}: its node has had no GPU pod for {disruption.consolidate_after}",
+            )
+
+        # --- status -----------------------------------------------------------------------
+        status.update(pool_totals(live, gpus_on_node))
+        status["observedGeneration"] = generation
+        if missing:
+            put_condition(
+                status, "Ready", False, "ProviderNotFound",
+                f"spec.providers names GpuProvider(s) that do not exist, are not ready or are being deleted: "
+                f"{', '.join(missing)}",
+                generation,
+            )  # fmt: skip
+        elif not offers:
+            put_condition(
+                status, "Ready", False, "NoOffers", "no ready GpuProvider lists an offer this pool may use",
+                generation,
+            )  # fmt: skip
+        else:
+            put_condition(
+                status, "Ready", True, "OffersAvailable", f"{len(offers)} offers from the pool's providers",
+                generation,
+            )  # fmt: skip
+        return outcome
+
+    async def _create_claim(self, instance: Any, outcome: Outcome, now: float) -> None:
+        manifest = claim_manifest(self.name, self.body["metadata"]["uid"], instance)
+        offer = instance.offer
+        try:
+            await self.state.kube.create_cluster_object("gpunodeclaims", manifest)
+        except Exception as error:
+            if status_code(error) != 422:
+                raise
+            # The API server refuses a claim for this offer (a name the schema does not
+            # accept): leave the offer out for a while and let the next batch try another.
+            self.state.mark_unavailable(offer.key, instance.capacity_type, now)
+            outcome.warn("ClaimRejected", f"offer {offer.key} cannot be claimed: {str(error)[:300]}")
+            return
+        outcome.info(
+            "Provisioning",
+            f"claim {manifest['metadata']['name']}: {offer.gpu_count}x {offer.gpu} {offer.instance_type} "
+            f"at {offer.provider}/{offer.region} ({instance.capacity_type}, ${instance.price_per_hour:.2f}/h) "
+            f"for {len(instance.pods)} pod(s)",
+        )
