@@ -3,9 +3,8 @@
 The release goes into a fresh namespace labelled to enforce Pod Security "restricted", so the
 API server's own PodSecurity admission refuses any pod of the chart that does not meet it: the
 operator pod is created by the ReplicaSet controller and goes Running on a KWOK node only if it
-passes. One install uses the defaults, one turns on every option at once (peering with two
-replicas, simcloud, ServiceMonitor, dashboard), which also proves the peering hook object is
-created after its CRD. The ServiceMonitor CRD is not part of this cluster, so a minimal one is
+passes. One install uses the defaults, one turns on every option at once (two replicas with
+leader election, simcloud, ServiceMonitor, dashboard). The ServiceMonitor CRD is not part of this cluster, so a minimal one is
 added for that test (prometheus-operator installs the real one in a user's cluster).
 """
 
@@ -177,6 +176,9 @@ def test_default_install_is_accepted_and_the_operator_pod_runs_restricted(
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",
+            # Leader election through a Lease (on by default).
+            "Role",
+            "RoleBinding",
             "Service",
             "Deployment",
         ]
@@ -262,7 +264,7 @@ def test_every_option_at_once_is_accepted(
         [
             f"credentials.namespace={ns}",
             "replicaCount=2",
-            "peering.enabled=true",
+            "leaderElection.enabled=true",
             "simcloud.enabled=true",
             f"simcloud.providerName={provider}",
             "metrics.serviceMonitor.enabled=true",
@@ -286,8 +288,14 @@ def test_every_option_at_once_is_accepted(
             what="simcloud pod",
         )
         assert not _refused_pods(core, ns), _refused_pods(core, ns)
-        peering = custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", release.fullname)
-        assert peering["metadata"]["name"] == release.fullname
+        # The replicas elect a leader through a Lease in the release namespace (the pods are KWOK's,
+        # so nothing runs to create it here): the Role that lets them is installed.
+        rules = (
+            client.RbacAuthorizationV1Api(kube)
+            .read_namespaced_role(f"{release.fullname}-leader-election", ns)
+            .rules
+        )
+        assert any("leases" in (rule.resources or []) for rule in rules)
         monitor = custom.get_namespaced_custom_object(
             "monitoring.coreos.com", "v1", ns, "servicemonitors", release.fullname
         )
@@ -306,10 +314,11 @@ def test_every_option_at_once_is_accepted(
 
 def test_invalid_values_are_refused_at_install_with_a_message(kubeconfig: str, namespace: str) -> None:
     result = helm(
-        kubeconfig, "install", "gpbad", str(CHART), "-n", namespace, "--set", "replicaCount=3", check=False
-    )
+        kubeconfig, "install", "gpbad", str(CHART), "-n", namespace,
+        "--set", "replicaCount=3", "--set", "leaderElection.enabled=false", check=False,
+    )  # fmt: skip
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
-    assert "/peering/enabled" in result.stderr
+    assert "/leaderElection/enabled" in result.stderr
     # Nothing was created.
     assert helm(kubeconfig, "status", "gpbad", "-n", namespace, check=False).returncode != 0

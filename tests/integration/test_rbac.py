@@ -180,8 +180,8 @@ def operator_env(kubeconfig: Path, cluster_name: str) -> dict[str, str]:
     env |= {
         "KUBECONFIG": str(kubeconfig),
         "GPUPOOL_CLUSTER_NAME": cluster_name,
-        "GPUPOOL_GC_INTERVAL": "5",
-        "GPUPOOL_GC_GRACE": "5",
+        "GPUPOOL_GC_INTERVAL_SECONDS": "5",
+        "GPUPOOL_GC_GRACE_SECONDS": "5",
         "PYTHONUNBUFFERED": "1",
     }
     return env
@@ -371,11 +371,14 @@ def scenario(
         kube, kubeconfig, namespace, chart_rbac.fullname, tmp_path / "op.kubeconfig"
     )
     metrics_port = _free_port()
+    # With leader election on, as the chart runs it: the Lease's RBAC is part of the scenario.
     operator = Process(
         [sys.executable, "-m", "gpupool", "run", "--liveness-port", "0", "--metrics-port", str(metrics_port)],
-        operator_env(op_kc, f"rbac-{tag}"),
+        operator_env(op_kc, f"rbac-{tag}")
+        | {"GPUPOOL_LEADER_ELECT": "true", "GPUPOOL_LEASE_NAMESPACE": namespace,
+           "GPUPOOL_LEASE_NAME": chart_rbac.fullname, "POD_NAME": f"rbac-{tag}"},
         tmp_path / "operator.log",
-    )
+    )  # fmt: skip
 
     def report() -> str:
         return (
@@ -545,97 +548,152 @@ def _cleanup(
 
 
 @dataclass
-class Peered:
-    """Two replicas started with the chart's peering RBAC: their logs and what they agreed."""
+class Elected:
+    """Two replicas started with the chart's RBAC and leader election on, and the release's Lease."""
 
-    replicas: list[Process]
-    registered: bool
-    standby_paused: bool
+    replicas: dict[str, Process]
+    release: Release
+    namespace: str
+    cluster_name: str
+
+    def holder(self, kube: client.ApiClient) -> str | None:
+        lease = client.CoordinationV1Api(kube).read_namespaced_lease(self.release.fullname, self.namespace)
+        return lease.spec.holder_identity if lease.spec else None
 
 
 @pytest.fixture(scope="module")
-def peered(
+def elected(
     kube: client.ApiClient,
     kubeconfig: str,
     rbac_namespace: str,
     shared_operator_paused: None,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Peered]:
-    """A release with peering on, and two replicas (priorities 100 and 200) run as its account."""
-    tmp_path = tmp_path_factory.mktemp("peering")
+) -> Iterator[Elected]:
+    """A release with leader election (the default), two replicas run as its account."""
+    tmp_path = tmp_path_factory.mktemp("elected")
     release = helm_install(
         kubeconfig,
         f"gp{uuid.uuid4().hex[:6]}",
         rbac_namespace,
-        [f"credentials.namespace={rbac_namespace}", "replicaCount=0", "peering.enabled=true"],
+        [f"credentials.namespace={rbac_namespace}", "replicaCount=0"],
         wait=False,
     )
-    replicas: list[Process] = []
-    registered = standby_paused = False
-    custom = client.CustomObjectsApi(kube)
-
-    def peers() -> dict[str, Any]:
-        body = custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", release.fullname)
-        return dict(body.get("status") or {})
-
+    cluster_name = f"ha-{uuid.uuid4().hex[:6]}"
+    replicas: dict[str, Process] = {}
     try:
         kc = service_account_kubeconfig(
             kube, kubeconfig, rbac_namespace, release.fullname, tmp_path / "op.kubeconfig"
         )
-        wait_for(lambda: peers() is not None, timeout=30, what="the ClusterKopfPeering object of the release")
-        for priority in (100, 200):
+        for name in ("replica-a", "replica-b"):
+            env = operator_env(kc, cluster_name) | {
+                "POD_NAME": name,
+                "GPUPOOL_LEADER_ELECT": "true",
+                "GPUPOOL_LEASE_NAMESPACE": rbac_namespace,
+                "GPUPOOL_LEASE_NAME": release.fullname,
+            }
             replica = Process(
-                [
-                    sys.executable,
-                    "-m",
-                    "gpupool",
-                    "run",
-                    "--liveness-port",
-                    "0",
-                    "--metrics-port",
-                    "0",
-                    "--peering",
-                    release.fullname,
-                ],
-                {**operator_env(kc, f"peer-{priority}"), "GPUPOOL_PEERING_PRIORITY": str(priority)},
-                tmp_path / f"replica-{priority}.log",
+                [sys.executable, "-m", "gpupool", "run", "--liveness-port", "0", "--metrics-port", "0"],
+                env,
+                tmp_path / f"{name}.log",
             )
             replica.start()
-            replicas.append(replica)
-        with contextlib.suppress(AssertionError):
-            registered = bool(
-                wait_for(lambda: len(peers()) == 2, timeout=60, what="both replicas registered")
-            )
-        low = replicas[0]
-        with contextlib.suppress(AssertionError):
-            standby_paused = bool(
-                wait_for(
-                    lambda: "Pausing operations in favour of" in low.log.read_text(), timeout=30, what="pause"
-                )
-            )
-        yield Peered(replicas=replicas, registered=registered, standby_paused=standby_paused)
+            replicas[name] = replica
+        yield Elected(replicas=replicas, release=release, namespace=rbac_namespace, cluster_name=cluster_name)
     finally:
-        for replica in replicas:
+        for replica in replicas.values():
             replica.stop()
         helm_uninstall(release)
 
 
-def test_peered_replicas_use_the_peering_object_with_the_chart_rbac(peered: Peered) -> None:
-    """Both replicas read, watch and patch the ClusterKopfPeering as the chart's account."""
-    assert peered.registered, "\n\n".join(r.tail() for r in peered.replicas)
-    assert all(r.alive() for r in peered.replicas)
-    for replica in peered.replicas:
+def _leader(elected: Elected, kube: client.ApiClient) -> str:
+    holder: str = wait_for(
+        lambda: elected.holder(kube) in elected.replicas and elected.holder(kube),
+        timeout=60,
+        what="a replica holding the Lease",
+    )
+    return holder
+
+
+def test_one_replica_holds_the_lease_and_only_it_acts(elected: Elected, kube: client.ApiClient) -> None:
+    leader = _leader(elected, kube)
+    standby = next(name for name in elected.replicas if name != leader)
+    wait_for(
+        lambda: "became the leader" in elected.replicas[leader].log.read_text(), timeout=30, what="leader log"
+    )
+    standby_log = elected.replicas[standby].log.read_text()
+    assert "waiting to become the leader" in standby_log and "became the leader" not in standby_log
+    # The standby runs no kopf at all: no watch, no handler, nothing that could act.
+    assert "kopf" not in standby_log, elected.replicas[standby].tail()
+    for name, replica in elected.replicas.items():
+        assert replica.alive(), f"{name} exited:\n{replica.tail()}"
         refused = [line for line in replica.forbidden_lines() if CRD_OBSERVATION not in line]
-        assert not refused, "peering RBAC is missing a permission:\n" + "\n".join(refused)
+        assert not refused, f"{name}: the chart's RBAC lacks a permission:\n" + "\n".join(refused)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="kopf 1.45 race: now and then the replica that started first never processes the peering "
-    "object's events (its worker stays idle; 'Unprocessed streams left' at exit), so it does not pause "
-    "for the higher-priority one; seen with bare kopf too (1 of 3 runs)",
-)
-def test_the_lower_priority_replica_pauses(peered: Peered) -> None:
-    low, high = peered.replicas
-    assert peered.standby_paused, low.tail()
-    assert "Pausing" not in high.log.read_text(), high.tail()
+def test_a_burst_of_50_pods_is_launched_once_with_two_replicas(
+    elected: Elected, kube: client.ApiClient, simcloud: Any
+) -> None:
+    from tests.integration.conftest import gpu_deployment, ready_pods
+
+    leader = _leader(elected, kube)
+    standby = next(name for name in elected.replicas if name != leader)
+    custom, apps, core = client.CustomObjectsApi(kube), client.AppsV1Api(kube), client.CoreV1Api(kube)
+    tag = uuid.uuid4().hex[:6]
+    provider, pool, app = f"ha-sim-{tag}", f"ha-pool-{tag}", f"burst-{tag}"
+    namespace = elected.namespace
+    custom.create_cluster_custom_object(
+        GROUP, VERSION, "gpuproviders",
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuProvider", "metadata": {"name": provider},
+         "spec": {"type": "sim", "endpoint": simcloud.url, "refreshInterval": "30s"}},
+    )  # fmt: skip
+    custom.create_cluster_custom_object(
+        GROUP, VERSION, "gpupools",
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuPool", "metadata": {"name": pool},
+         "spec": {"providers": [provider], "disruption": {"consolidateAfter": "10m"}}},
+    )  # fmt: skip
+    try:
+        apps.create_namespaced_deployment(namespace, gpu_deployment(app, pool, gpus=1, replicas=50))
+        wait_for(
+            lambda: len(ready_pods(core, namespace, f"app={app}")) == 50,
+            timeout=240,
+            what="50 pods Running",
+        )
+        claims = custom.list_cluster_custom_object(
+            GROUP, VERSION, "gpunodeclaims", label_selector=f"gpupool.dev/pool={pool}"
+        )["items"]
+        instances = simcloud.instances(elected.cluster_name)
+        uids = [i["tags"].get("gpupool.dev/claim-uid") for i in instances]
+        assert len(uids) == len(set(uids)), f"an instance was launched twice for one claim: {uids}"
+        assert sorted(uids) == sorted(c["metadata"]["uid"] for c in claims)
+        standby_log = elected.replicas[standby].log.read_text()
+        assert "Provisioning" not in standby_log and "became the leader" not in standby_log
+    finally:
+        with contextlib.suppress(client.ApiException):
+            apps.delete_namespaced_deployment(app, namespace)
+        custom.delete_cluster_custom_object(GROUP, VERSION, "gpupools", pool)
+        wait_for(
+            lambda: (
+                not custom.list_cluster_custom_object(
+                    GROUP, VERSION, "gpunodeclaims", label_selector=f"gpupool.dev/pool={pool}"
+                )["items"]
+            ),
+            timeout=180,
+            what="the burst's claims terminated",
+        )
+        custom.delete_cluster_custom_object(GROUP, VERSION, "gpuproviders", provider)
+
+
+def test_the_standby_takes_over_when_the_leader_is_killed(elected: Elected, kube: client.ApiClient) -> None:
+    leader = _leader(elected, kube)
+    standby = next(name for name in elected.replicas if name != leader)
+    process = elected.replicas[leader].proc
+    assert process is not None
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    # The lease runs 15 s from the last renewal; the standby retries every 2 s.
+    wait_for(lambda: elected.holder(kube) == standby, timeout=40, what=f"{standby} taking the Lease")
+    wait_for(
+        lambda: "became the leader" in elected.replicas[standby].log.read_text(),
+        timeout=10,
+        what="takeover log",
+    )

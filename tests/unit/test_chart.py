@@ -45,14 +45,15 @@ pytestmark = pytest.mark.skipif(HELM is None, reason="helm not built (make tools
 # Each option of the chart, as --set flags; "default" is the chart's own values.
 OPTIONS: dict[str, list[str]] = {
     "default": [],
-    "peering": ["replicaCount=2", "peering.enabled=true"],
-    "peering-existing-crd": ["replicaCount=2", "peering.enabled=true", "peering.installCRD=false"],
+    "replicas": ["replicaCount=2"],
+    "lease-name": ["replicaCount=2", "leaderElection.leaseName=gpupool-leader"],
+    "no-leader-election": ["leaderElection.enabled=false"],
     "servicemonitor": ["metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=kps"],
     "dashboard": ["grafana.dashboard.enabled=true", "grafana.dashboard.namespace=monitoring"],
     "simcloud": ["simcloud.enabled=true", "simcloud.regions={lambda-us-east-1}"],
     "simcloud-no-provider": ["simcloud.enabled=true", "simcloud.createProvider=false"],
     "credentials": ["credentials.namespace=secrets-here", "credentials.secretNames={lambda,runpod}"],
-    "debug": ["logLevel=debug", "env.GPUPOOL_POOL_INTERVAL=5"],
+    "debug": ["logLevel=debug", "env.GPUPOOL_POOL_RESYNC_SECONDS=5"],
     "external-sa": ["serviceAccount.create=false", "serviceAccount.name=gpupool-ext", "rbac.create=false"],
 }
 
@@ -126,7 +127,8 @@ def test_default_image_is_the_app_version() -> None:
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == f"ghcr.io/gpupool/gpupool-operator:{chart['appVersion']}"
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    # Leader election is on by default, so a rolling update never has two operators acting.
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
 
 
 # --- pods: Pod Security "restricted", resources ----------------------------------------------
@@ -227,37 +229,79 @@ def test_secrets_only_in_the_credentials_namespace(option: tuple[str, list[dict[
     if name == "external-sa":
         assert roles == []
         return
-    (role,) = roles
+    secret_roles = [r for r in roles if any(res == "secrets" for _, res, _ in grants(r))]
+    (role,) = secret_roles
+    assert role["metadata"]["name"].endswith("-credentials")
     expected_ns = "secrets-here" if name == "credentials" else "gpupool-system"
     assert role["metadata"]["namespace"] == expected_ns
     assert role["rules"][0]["verbs"] == ["get"] and role["rules"][0]["resources"] == ["secrets"]
     if name == "credentials":
         assert role["rules"][0]["resourceNames"] == ["lambda", "runpod"]
-    binding = one(docs, "RoleBinding")
+    binding = one(docs, "RoleBinding", "-credentials")
     assert binding["metadata"]["namespace"] == expected_ns
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
 
 
-def test_peering_only_when_enabled() -> None:
-    default = render([])
-    assert not any("kopf" in str(d) for d in default), "the standalone default needs nothing of kopf peering"
-    deployment = one(default, "Deployment")
-    assert not any(
-        a.startswith("--peering") for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    )
+def operator_env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    container = one(docs, "Deployment", "gpupool-operator")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
-    docs = render(OPTIONS["peering"])
+
+def test_nothing_of_kopf_peering(option: tuple[str, list[dict[str, Any]]]) -> None:
+    """Leader election replaced kopf's peering: no kopf.dev object, rule or --peering flag."""
+    _, docs = option
+    assert not any("kopf.dev" in str(d) or "KopfPeering" in str(d) for d in docs)
+    args = one(docs, "Deployment", "gpupool-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(a.startswith("--peering") for a in args)
+
+
+def test_leader_election_on_by_default() -> None:
+    docs = render([])
+    env = operator_env(docs)
+    assert env["GPUPOOL_LEADER_ELECT"] == "true"
+    assert env["GPUPOOL_LEASE_NAME"] == "gp-gpupool-operator"
+    assert env["GPUPOOL_LEASE_NAMESPACE"] == "gpupool-system"
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    role = one(docs, "Role", "-leader-election")
+    assert role["metadata"]["namespace"] == "gpupool-system"
+    # Exactly the lease verbs; create is unrestricted (it cannot be limited by name), the rest
+    # only on this release's Lease.
+    assert grants(role) == {("coordination.k8s.io", "leases", v) for v in ("create", "get", "update")}
+    by_verbs = {tuple(rule["verbs"]): rule.get("resourceNames") for rule in role["rules"]}
+    assert by_verbs == {("create",): None, ("get", "update"): ["gp-gpupool-operator"]}
+    binding = one(docs, "RoleBinding", "-leader-election")
+    assert binding["metadata"]["namespace"] == "gpupool-system"
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "gp-gpupool-operator", "namespace": "gpupool-system"}
+    ]
+    # No cluster-wide lease access.
+    for cluster_role in of_kind(docs, "ClusterRole"):
+        assert not any(g == "coordination.k8s.io" for g, _, _ in grants(cluster_role))
+
+
+def test_leader_election_with_replicas_and_lease_name() -> None:
+    docs = render(OPTIONS["lease-name"], namespace="ops")
     deployment = one(docs, "Deployment")
     assert deployment["spec"]["replicas"] == 2
-    assert "--peering=gp-gpupool-operator" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    crd = one(docs, "CustomResourceDefinition")
-    assert crd["metadata"]["name"] == "clusterkopfpeerings.kopf.dev"
-    peering = one(docs, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "gp-gpupool-operator"
-    assert "post-install" in peering["metadata"]["annotations"]["helm.sh/hook"]
-    granted = grants(one(docs, "ClusterRole", "-read")) | grants(one(docs, "ClusterRole", "-write"))
-    assert {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")} <= granted
-    assert of_kind(render(OPTIONS["peering-existing-crd"]), "CustomResourceDefinition") == []
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    env = operator_env(docs)
+    assert env["GPUPOOL_LEASE_NAME"] == "gpupool-leader"
+    assert env["GPUPOOL_LEASE_NAMESPACE"] == "ops"
+    role = one(docs, "Role", "-leader-election")
+    assert role["metadata"]["namespace"] == "ops"
+    assert [r.get("resourceNames") for r in role["rules"]] == [None, ["gpupool-leader"]]
+
+
+def test_without_leader_election_one_replica_recreated() -> None:
+    docs = render(OPTIONS["no-leader-election"])
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert operator_env(docs)["GPUPOOL_LEADER_ELECT"] == "false"
+    assert [r["metadata"]["name"] for r in of_kind(docs, "Role")] == ["gp-gpupool-operator-credentials"]
+    assert [b["metadata"]["name"] for b in of_kind(docs, "RoleBinding")] == [
+        "gp-gpupool-operator-credentials"
+    ]
 
 
 # --- metrics Service, ServiceMonitor, dashboard ----------------------------------------------
@@ -350,7 +394,8 @@ def test_simcloud_option() -> None:
 # --- values.schema.json ----------------------------------------------------------------------
 
 INVALID: list[tuple[list[str], str]] = [
-    (["replicaCount=2"], "/peering/enabled"),
+    (["replicaCount=2", "leaderElection.enabled=false"], "/leaderElection/enabled"),
+    (["leaderElection.leaseName=Not_A_Name"], "/leaderElection/leaseName"),
     (["replicaCount=-1"], "/replicaCount"),
     (["replicaCount=two"], "/replicaCount"),
     (["image.pullPolicy=Sometimes"], "/image/pullPolicy"),

@@ -40,8 +40,9 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
-{{- define "gpupool.peeringName" -}}
-{{- default (include "gpupool.fullname" .) .Values.peering.name -}}
+{{/* The Lease the replicas elect their leader through (in the release namespace). */}}
+{{- define "gpupool.leaseName" -}}
+{{- default (include "gpupool.fullname" .) .Values.leaderElection.leaseName -}}
 {{- end -}}
 
 {{- define "gpupool.simcloudName" -}}
