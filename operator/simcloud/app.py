@@ -17,6 +17,7 @@ Admin (no auth; it is a simulator):
     DELETE /admin/faults                      remove every rule
     POST   /admin/instances/{id}/interrupt    {"graceSeconds": n}
     POST   /admin/tick                        run the boot/terminate step now
+    POST   /admin/prices                      {"factor": f, "gpu"?: name}: move prices, as markets do
     GET    /healthz
 
 Errors are `{"error": {"code", "message"}}` with codes insufficient-capacity (409), quota-exceeded
@@ -260,6 +261,15 @@ def create_app(
                 raise SimError(400, "invalid-request", str(error)) from None
         return JSONResponse({"data": [f.to_json() for f in book.faults]}, status_code=201)
 
+    async def move_prices(request: Request) -> Response:
+        body = await _json_body(request)
+        factor = body.get("factor") if isinstance(body, dict) else None
+        if not isinstance(factor, int | float) or not 0 < factor <= 100:
+            raise SimError(400, "invalid-request", "factor must be a number in (0, 100]")
+        gpu = body.get("gpu")
+        moved = cloud.move_prices(float(factor), gpu=str(gpu) if gpu else None)
+        return JSONResponse({"data": {"moved": moved}})
+
     async def get_faults(request: Request) -> Response:
         return JSONResponse({"data": [f.to_json() for f in book.faults]})
 
@@ -309,6 +319,7 @@ def create_app(
         Route("/admin/faults", clear_faults, methods=["DELETE"]),
         Route("/admin/instances/{id}/interrupt", interrupt, methods=["POST"]),
         Route("/admin/tick", tick, methods=["POST"]),
+        Route("/admin/prices", move_prices, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={SimError: on_sim_error}, lifespan=lifespan)

@@ -84,6 +84,25 @@ class SimCloud:
 
     # --- offers -------------------------------------------------------------------------------
 
+    def move_prices(self, factor: float, gpu: str | None = None) -> int:
+        """Multiply the prices of every offer (of one GPU model, if named); returns how many moved."""
+        moved = 0
+        for i, offer in enumerate(self.offers):
+            if gpu is not None and offer.gpu != gpu:
+                continue
+            self.offers[i] = dataclasses.replace(
+                offer,
+                on_demand_price=None
+                if offer.on_demand_price is None
+                else round(offer.on_demand_price * factor, 4),
+                spot_price=None if offer.spot_price is None else round(offer.spot_price * factor, 4),
+            )
+            moved += 1
+        self._by_place = {}
+        for offer in self.offers:
+            self._by_place.setdefault((offer.region, offer.instance_type), []).append(offer)
+        return moved
+
     def find_offer(self, region: str, instance_type: str, zone: str = "") -> Offer | None:
         candidates = self._by_place.get((region, instance_type), [])
         if zone:
