@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -260,14 +260,27 @@ class SimCloud:
         terminating ones. One instance whose Node cannot be written is logged and retried on the
         next tick without holding up the others."""
         now = self.clock()
-        for instance in self.store.all(states=("pending",)):
-            if instance.boot_at <= now:
-                await self._isolated(self._boot(instance, now), instance, "boot")
+        # Machines boot and go away side by side, as in a real cloud: a hundred launched together
+        # join together, not one after another.
+        await self._all(
+            (self._boot(i, now), i, "boot") for i in self.store.all(states=("pending",)) if i.boot_at <= now
+        )
         for instance in self.store.all(states=("pending", "running")):
             if instance.interrupt_at is not None and instance.interrupt_at <= now:
                 self.terminate(instance.id)
-        for instance in self.store.all(states=("terminating",)):
-            await self._isolated(self._finish_termination(instance, now), instance, "termination")
+        await self._all(
+            (self._finish_termination(i, now), i, "termination")
+            for i in self.store.all(states=("terminating",))
+        )
+
+    async def _all(self, steps: Iterable[tuple[Coroutine[Any, Any, None], SimInstance, str]]) -> None:
+        gate = asyncio.Semaphore(32)
+
+        async def one(step: Coroutine[Any, Any, None], instance: SimInstance, what: str) -> None:
+            async with gate:
+                await self._isolated(step, instance, what)
+
+        await asyncio.gather(*(one(*step) for step in steps))
 
     async def _isolated(self, step: Coroutine[Any, Any, None], instance: SimInstance, what: str) -> None:
         try:

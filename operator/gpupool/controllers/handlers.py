@@ -21,7 +21,7 @@ from typing import Any
 import kopf
 
 from gpupool import metrics
-from gpupool.controllers.kube import GROUP, VERSION, Kube
+from gpupool.controllers.kube import FINALIZER, GROUP, VERSION, Kube
 from gpupool.controllers.loop import reconcile_forever
 from gpupool.controllers.modeldeployment.controller import (
     ManagedObject,
@@ -45,12 +45,29 @@ MANAGED = {"app.kubernetes.io/managed-by": "gpupool"}
 MODEL_LABEL = "gpupool.dev/model-deployment"
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's last-handled-configuration, not kept: gpupool has no create/update handlers.
+
+    The daemons read the live spec, so kopf needs no diff base to tell what changed; keeping
+    one would cost a PATCH per object created and per spec change, and a deep copy of the
+    body on every watch event, for nothing."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: kopf.Body) -> Any:
+        return {}
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Our own finalizer name and annotation prefix, so two operators never fight over objects.
-    settings.persistence.finalizer = "gpupool.dev/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gpupool.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="gpupool.dev")
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.INFO
     # Events come only from kopf.event/info/warn calls, never from log lines: kopf would post
     # "Handler ... succeeded." as an Event for every watch event handled, a write each.
@@ -408,7 +425,8 @@ async def pool_daemon(
         wakeups=state.wakeups,
         stopped=stopped,
         resync=state.settings.pool_resync_seconds,
-        settle=0.05,
+        # A burst of pod bindings is one status write, not one per pod.
+        settle=0.5,
         backoff_min=state.settings.error_backoff_min_seconds,
         backoff_max=state.settings.error_backoff_max_seconds,
     )
@@ -454,6 +472,8 @@ async def claim_daemon(
         wakeups=state.wakeups,
         stopped=stopped,
         resync=state.settings.claim_resync_seconds,
+        # A Node joins NotReady and turns Ready a moment later: one status write for both.
+        settle=0.2,
         backoff_min=state.settings.error_backoff_min_seconds,
         backoff_max=state.settings.error_backoff_max_seconds,
     )

@@ -32,6 +32,8 @@ from gpupool import metrics
 GROUP = "gpupool.dev"
 VERSION = "v1alpha1"
 FIELD_MANAGER = "gpupool"
+# kopf's finalizer on every object gpupool reacts to (settings.persistence.finalizer).
+FINALIZER = "gpupool.dev/finalizer"
 
 GpuProviderResource = create_global_resource(GROUP, VERSION, "GpuProvider", "gpuproviders")
 GpuPoolResource = create_global_resource(GROUP, VERSION, "GpuPool", "gpupools")

@@ -1,9 +1,9 @@
 """The GpuNodeClaim controller's shell: one instance per claim, in its daemon.
 
 Woken when the claim, its Node or its provider's instance listing changes; it asks to run
-again when its launch times out. The status is written only when it changed; phase
-changes are posted as events; a claim given up is marked Failed and deleted, and its
-finalizer (`termination`) cleans up.
+again when its launch times out. The status is written only when it changed; a claim that
+becomes Ready posts one event; a claim given up is marked Failed and deleted (with a
+warning saying why), and its finalizer (`termination`) cleans up.
 """
 
 from __future__ import annotations
@@ -21,12 +21,6 @@ from gpupool.controllers.nodeclaim.registration import NodeInfo
 from gpupool.controllers.outcome import Outcome
 from gpupool.controllers.state import OperatorState
 from gpupool.controllers.writes import StatusWriter
-
-
-def _phase_message(status: Mapping[str, Any]) -> str:
-    if status["phase"] == "Launched":
-        return f"instance {status.get('instanceId')} launched"
-    return f"node {status.get('nodeName')} is {status['phase'].lower()}"
 
 
 class ClaimController:
@@ -61,12 +55,17 @@ class ClaimController:
             await self.writer.write(body, {**current, "phase": "Failed"})
             await state.kube.delete_cluster_object("gpunodeclaims", self.name)
             return None
-        previous = current.get("phase")
-        phase = status.get("phase")
-        if phase != previous and phase in ("Launched", "Registered", "Ready"):
-            kopf.info(body, reason=str(phase), message=_phase_message(status))
-            if phase == "Ready" and status.get("launchedAt"):
-                seconds = time.time() - parse_stamp(str(status["launchedAt"]))
-                metrics.observe_launch_to_ready(body["spec"]["offer"]["provider"], seconds)
+        # One Normal event per claim, when it is Ready: the phases before are in its conditions,
+        # and a thousand claims must not cost three thousand event writes.
+        if status.get("phase") == "Ready" and current.get("phase") != "Ready":
+            seconds = (
+                time.time() - parse_stamp(str(status["launchedAt"])) if status.get("launchedAt") else 0.0
+            )
+            kopf.info(
+                body,
+                reason="Ready",
+                message=f"node {status.get('nodeName')} is Ready, {seconds:.0f}s after launch",
+            )
+            metrics.observe_launch_to_ready(body["spec"]["offer"]["provider"], seconds)
         await self.writer.write(body, status)
         return outcome.requeue

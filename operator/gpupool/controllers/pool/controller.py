@@ -9,9 +9,11 @@ indexes, never from a LIST per reconcile.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -28,9 +30,12 @@ from gpupool.controllers.pool.provisioning import BatchWindow, batch_ready, clai
 from gpupool.controllers.pool.status import pool_totals
 from gpupool.controllers.state import OperatorState
 from gpupool.controllers.writes import StatusWriter
-from gpupool.planner import PendingPod, pack_pods, pool_constraints_from_spec
+from gpupool.planner import NewInstance, PendingPod, pack_pods, pool_constraints_from_spec
 
 log = logging.getLogger(__name__)
+# Claims created concurrently for one batch (client-go's default burst is 10; the API server's
+# max-in-flight is 400).
+CLAIM_CREATES_AT_ONCE = 16
 
 
 class PoolController:
@@ -120,8 +125,22 @@ class PoolController:
             ]
             capacity = pool_capacity(live, gpus_on_node, name)
             result = pack_pods(pods, capacity, offers, constraints, unavailable=state.unavailable, now=now)
-            for instance in result.new_instances:
-                await self._create_claim(instance, outcome, now)
+            # Side by side: a burst's nodes should join together, so the scheduler places its pods
+            # in one wave instead of retrying each of them on every node that arrives.
+            gate = asyncio.Semaphore(CLAIM_CREATES_AT_ONCE)
+
+            async def create(instance: NewInstance) -> bool:
+                async with gate:
+                    return await self._create_claim(instance, outcome, now)
+
+            made = await asyncio.gather(*(create(i) for i in result.new_instances))
+            created = [i for i, ok in zip(result.new_instances, made, strict=True) if ok]
+            if created:
+                outcome.info("Provisioning", provisioning_summary(created))
+            log.info(
+                "pool %s: a batch of %d pending pod(s): %d new claim(s), %d on capacity already there, %d unplaced",
+                name, len(pods), len(created), len(result.on_existing), len(result.unplaced),
+            )  # fmt: skip
             blocked = dict(result.unplaced)
 
         previous_degraded = next((c for c in status["conditions"] if c.get("type") == "Degraded"), None)
@@ -180,7 +199,8 @@ class PoolController:
             )  # fmt: skip
         return outcome
 
-    async def _create_claim(self, instance: Any, outcome: Outcome, now: float) -> None:
+    async def _create_claim(self, instance: NewInstance, outcome: Outcome, now: float) -> bool:
+        """Create the claim for one new instance; False when the API server refused it."""
         manifest = claim_manifest(self.name, self.body["metadata"]["uid"], instance)
         offer = instance.offer
         try:
@@ -192,10 +212,24 @@ class PoolController:
             # accept): leave the offer out for a while and let the next batch try another.
             self.state.mark_unavailable(offer.key, instance.capacity_type, now)
             outcome.warn("ClaimRejected", f"offer {offer.key} cannot be claimed: {str(error)[:300]}")
-            return
-        outcome.info(
-            "Provisioning",
-            f"claim {manifest['metadata']['name']}: {offer.gpu_count}x {offer.gpu} {offer.instance_type} "
-            f"at {offer.provider}/{offer.region} ({instance.capacity_type}, ${instance.price_per_hour:.2f}/h) "
-            f"for {len(instance.pods)} pod(s)",
-        )
+            return False
+        return True
+
+
+def provisioning_summary(instances: Sequence[NewInstance]) -> str:
+    """One event's message for a whole batch: what was bought, where, for how many pods.
+
+    One event per batch, not per claim: a burst of a thousand pods must not cost the API
+    server a thousand event writes (each claim's own events say the rest)."""
+    groups: Counter[tuple[str, str, int, str, str, str, float]] = Counter()
+    for i in instances:
+        o = i.offer
+        groups[
+            (o.instance_type, o.gpu, o.gpu_count, o.provider, o.region, i.capacity_type, i.price_per_hour)
+        ] += 1
+    pods = sum(len(i.pods) for i in instances)
+    parts = [
+        f"{n}x {itype} ({count}x {gpu}) at {provider}/{region} ({capacity}, ${price:.2f}/h each)"
+        for (itype, gpu, count, provider, region, capacity, price), n in sorted(groups.items())
+    ]
+    return f"{len(instances)} claim(s) for {pods} pod(s): " + "; ".join(parts)[:900]

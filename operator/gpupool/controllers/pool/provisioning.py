@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gpupool.controllers.kube import GROUP, VERSION
+from gpupool.controllers.kube import FINALIZER, GROUP, VERSION
 from gpupool.planner import Capacity, NewInstance
 
 
@@ -78,6 +78,8 @@ def claim_manifest(pool_name: str, pool_uid: str, instance: NewInstance) -> dict
         "metadata": {
             "name": f"{pool_name}-{uuid.uuid4().hex[:8]}",
             "labels": {"gpupool.dev/pool": pool_name},
+            # Born with the finalizer its termination needs, so kopf has no patch to make for it.
+            "finalizers": [FINALIZER],
             "ownerReferences": [
                 {
                     "apiVersion": f"{GROUP}/{VERSION}",
