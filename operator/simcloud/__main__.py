@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="only these simcloud regions, e.g. lambda-us-east-1,runpod-CA (default: all)",
     )
     parser.add_argument(
+        "--offers-csv",
+        default=env("SIMCLOUD_OFFERS_CSV", ""),
+        help="sell the offers of this CSV (the catalog's columns) instead of the shipped snapshot",
+    )
+    parser.add_argument(
         "--seed", type=int, default=None, help="seed of the fault generator (reproducible faults)"
     )
     parser.add_argument(
@@ -88,14 +93,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import uvicorn
 
+    from gpupool.catalog import load_offers_csv
     from simcloud.app import create_app
     from simcloud.faults import FaultBook
     from simcloud.nodes import KubeNodeWriter, MemoryNodeWriter, NodeWriter
-    from simcloud.offers import shipped_simcloud_offers
+    from simcloud.offers import shipped_simcloud_offers, simcloud_offers
     from simcloud.service import SimCloud
     from simcloud.store import InstanceStore
 
-    offers = shipped_simcloud_offers(sources=_csv(args.sources), regions=_csv(args.regions))
+    if args.offers_csv:
+        offers = simcloud_offers(
+            load_offers_csv(args.offers_csv), sources=_csv(args.sources), regions=_csv(args.regions)
+        )
+    else:
+        offers = shipped_simcloud_offers(sources=_csv(args.sources), regions=_csv(args.regions))
     if not offers:
         print(f"simcloud: no offers for sources={args.sources!r} regions={args.regions!r}", file=sys.stderr)
         return 2

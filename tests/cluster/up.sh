@@ -63,7 +63,11 @@ YAML
 
 start=$(date +%s)
 log "creating cluster $NAME"
-kwokctl create cluster --name "$NAME" --config "$config" --kubeconfig= --wait 180s >&2
+# GPUPOOL_AUDIT_POLICY: an audit policy file for kube-apiserver (bench/scale counts each
+# client's requests in the audit log, <workdir>/clusters/<name>/logs/audit.log).
+audit=()
+[ -n "${GPUPOOL_AUDIT_POLICY:-}" ] && audit=(--kube-audit-policy "$GPUPOOL_AUDIT_POLICY")
+kwokctl create cluster --name "$NAME" --config "$config" --kubeconfig= --wait 180s "${audit[@]}" >&2
 for _ in $(seq 1 60); do
   healthy && break
   sleep 1
