@@ -23,6 +23,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("GPUPOOL_CACHE", Path.home() / ".cache/gpupool"))
 
+CONTROL_PLANE = (
+    "kube-apiserver",
+    "etcd",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok-controller",
+    "kwok",
+)
 AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -77,13 +85,18 @@ class Cluster:
         return pids
 
     def control_plane_cpu(self) -> float:
-        total = 0.0
+        return sum(self.control_plane_cpu_by_component().values())
+
+    def control_plane_cpu_by_component(self) -> dict[str, float]:
+        """CPU seconds so far of each control-plane process, by its binary's name."""
+        seconds: dict[str, float] = {}
         for pid in self.control_plane_pids():
             try:
-                total += proc_stats(pid)[1]
+                name = Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()).name
+                seconds[name] = seconds.get(name, 0.0) + proc_stats(pid)[1]
             except OSError:
                 continue
-        return total
+        return seconds
 
     def requests(self, since: datetime, until: datetime | None = None) -> Counter[tuple[str, str]]:
         """(username, verb) -> requests completed in [since, until), watches excluded."""

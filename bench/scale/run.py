@@ -107,6 +107,7 @@ class Process:
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
+                print(f"{self.log.name}: did not stop within 30 s of SIGTERM; killed", file=sys.stderr)
                 self.proc.kill()
 
 
@@ -250,6 +251,7 @@ def measure(
 ) -> Result:
     rss = PeakRss(pid)
     cpu_before, cp_before = proc_stats(pid)[1], cluster.control_plane_cpu()
+    components_before = cluster.control_plane_cpu_by_component()
     since = datetime.now(UTC)
     start = time.monotonic()
     start_work()
@@ -264,6 +266,14 @@ def measure(
     cpu = proc_stats(pid)[1] - cpu_before
     total, reads, writes = requests_of(cluster.requests(since), user)
     breakdown = cluster.breakdown(user, since)
+    components = {
+        name: cpu - components_before.get(name, 0.0)
+        for name, cpu in cluster.control_plane_cpu_by_component().items()
+    }
+    print(
+        f"{name}: control-plane CPU by component: "
+        + ", ".join(f"{n} {c:.1f} s" for n, c in sorted(components.items()))
+    )
     return Result(
         name=name, count=count, done=finished, seconds=seconds, peak_rss_mib=rss.stop(), cpu_seconds=cpu,
         requests=total, reads=reads, writes=writes, client_requests=None,

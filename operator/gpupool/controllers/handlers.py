@@ -10,6 +10,9 @@ Read top to bottom, this is the table of contents of what the operator reacts to
 
 The work is done in one folder per controller (provider/, pool/, nodeclaim/,
 modeldeployment/); handlers only translate between kopf and those classes.
+
+Every function here is `async def`, even the ones that never await: kopf runs a plain `def`
+in a thread pool, a thread hop for each of the thousands of watch events a burst brings.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Our own finalizer name and annotation prefix, so two operators never fight over objects.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gpupool.dev")
@@ -105,7 +108,7 @@ def _first(index: Idx, key: Hashable) -> Any:
 
 
 @kopf.index("pods")
-def unschedulable_gpu_pods(body: kopf.Body, **_: Any) -> dict[str, PodDemand]:
+async def unschedulable_gpu_pods(body: kopf.Body, **_: Any) -> dict[str, PodDemand]:
     """pool -> pods that want a GPU of that pool and fit no node."""
     demand = pod_demand(body)
     if demand is None or not is_unschedulable(body):
@@ -114,7 +117,7 @@ def unschedulable_gpu_pods(body: kopf.Body, **_: Any) -> dict[str, PodDemand]:
 
 
 @kopf.index("pods")
-def gpu_pods_by_node(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, int]:
+async def gpu_pods_by_node(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, int]:
     """node -> GPUs requested by the live pods bound to it."""
     node = spec.get("nodeName")
     demand = pod_demand(body)
@@ -125,7 +128,7 @@ def gpu_pods_by_node(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, in
 
 
 @kopf.index("pods", labels={MODEL_LABEL: kopf.PRESENT})
-def model_pods(
+async def model_pods(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Any, PodPlacement]:
     """(namespace, ModelDeployment) -> where each of its pods runs."""
@@ -142,7 +145,7 @@ def model_pods(
 
 
 @kopf.index("pods", labels={MODEL_LABEL: kopf.PRESENT})
-def model_deployments_by_node(
+async def model_deployments_by_node(
     spec: kopf.Spec, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[str, tuple[str | None, str]]:
     """node -> the ModelDeployments with a pod on it (their cost follows the node's price)."""
@@ -151,7 +154,7 @@ def model_deployments_by_node(
 
 
 @kopf.index("nodes")
-def nodes_by_provider_id(body: kopf.Body, **_: Any) -> dict[str, NodeInfo]:
+async def nodes_by_provider_id(body: kopf.Body, **_: Any) -> dict[str, NodeInfo]:
     """providerID -> the Node's name, readiness, labels and taints."""
     info = node_info(body)
     return {} if info is None else {info.provider_id: info}
@@ -163,7 +166,7 @@ def _managed(body: kopf.Body, namespace: str | None, labels: kopf.Labels) -> dic
 
 
 @kopf.index("deployments", labels=MANAGED)
-def managed_deployments(
+async def managed_deployments(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Any, Any]:
     """(namespace, ModelDeployment) -> its Deployment: rendered hash, drift key, status."""
@@ -171,19 +174,23 @@ def managed_deployments(
 
 
 @kopf.index("services", labels=MANAGED)
-def managed_services(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+async def managed_services(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Any, Any]:
     """(namespace, ModelDeployment) -> its Service."""
     return _managed(body, namespace, labels)
 
 
 @kopf.index("poddisruptionbudgets", labels=MANAGED)
-def managed_pdbs(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+async def managed_pdbs(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Any, Any]:
     """(namespace, ModelDeployment) -> its PodDisruptionBudget."""
     return _managed(body, namespace, labels)
 
 
 @kopf.index(GROUP, VERSION, "gpunodeclaims")
-def claims_by_pool(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
+async def claims_by_pool(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
     """pool -> its claims, whole (the pool counts their capacity, cost and phases)."""
     claim = {
         "metadata": {k: body["metadata"].get(k) for k in ("name", "uid", "deletionTimestamp", "generation")},
@@ -194,14 +201,14 @@ def claims_by_pool(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, dict
 
 
 @kopf.index(GROUP, VERSION, "gpunodeclaims")
-def claims_by_provider(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, tuple[str, str]]:
+async def claims_by_provider(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, tuple[str, str]]:
     """provider -> (claim name, claim uid): what a provider may not be deleted under."""
     provider = str((spec.get("offer") or {}).get("provider"))
     return {provider: (body["metadata"]["name"], body["metadata"]["uid"])}
 
 
 @kopf.index(GROUP, VERSION, "gpunodeclaims")
-def claims_by_instance(name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[Any, str]:
+async def claims_by_instance(name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[Any, str]:
     """(provider, instance id) and provider ID -> claim name, to wake a claim when its
     instance or its Node changes."""
     keys: dict[Any, str] = {}
@@ -213,7 +220,7 @@ def claims_by_instance(name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
 
 
 @kopf.index(GROUP, VERSION, "gpunodeclaims")
-def node_prices(status: kopf.Status, spec: kopf.Spec, **_: Any) -> dict[str, tuple[float, int]]:
+async def node_prices(status: kopf.Status, spec: kopf.Spec, **_: Any) -> dict[str, tuple[float, int]]:
     """node -> (hourly price of its instance, its GPUs)."""
     node = status.get("nodeName")
     if not node:
@@ -223,31 +230,31 @@ def node_prices(status: kopf.Status, spec: kopf.Spec, **_: Any) -> dict[str, tup
 
 
 @kopf.index(GROUP, VERSION, "gpunodeclaims")
-def claim_phases(status: kopf.Status, **_: Any) -> dict[str, str]:
+async def claim_phases(status: kopf.Status, **_: Any) -> dict[str, str]:
     """phase -> the claims in it, for the claims-by-phase gauge."""
     return {str(status.get("phase") or "Pending"): "claim"}
 
 
 @kopf.index(GROUP, VERSION, "gpuproviders")
-def provider_names(name: str, **_: Any) -> dict[str, bool]:
+async def provider_names(name: str, **_: Any) -> dict[str, bool]:
     """provider name -> True, for every GpuProvider that exists (listed before any loop starts)."""
     return {name: True}
 
 
 @kopf.index(GROUP, VERSION, "gpupools")
-def pool_specs(name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
+async def pool_specs(name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
     """pool name -> its spec, so claims and models never GET their pool."""
     return {name: dict(spec)}
 
 
 @kopf.index(GROUP, VERSION, "gpupools")
-def pools_by_provider(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
+async def pools_by_provider(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str]:
     """provider -> the pools that buy from it."""
     return {str(provider): name for provider in spec.get("providers") or ()}
 
 
 @kopf.index(GROUP, VERSION, "gpupools")
-def degraded_pools(name: str, status: kopf.Status, **_: Any) -> dict[str, dict[str, Any]]:
+async def degraded_pools(name: str, status: kopf.Status, **_: Any) -> dict[str, dict[str, Any]]:
     """pool name -> its Degraded condition, while it is True."""
     for condition in status.get("conditions") or []:
         if condition.get("type") == "Degraded" and condition.get("status") == "True":
@@ -256,7 +263,9 @@ def degraded_pools(name: str, status: kopf.Status, **_: Any) -> dict[str, dict[s
 
 
 @kopf.index(GROUP, VERSION, "modeldeployments")
-def models_by_pool(name: str, namespace: str | None, spec: kopf.Spec, **_: Any) -> dict[str, tuple[Any, str]]:
+async def models_by_pool(
+    name: str, namespace: str | None, spec: kopf.Spec, **_: Any
+) -> dict[str, tuple[Any, str]]:
     """pool name -> the ModelDeployments it serves."""
     return {str(spec.get("pool") or "default"): (namespace, name)}
 
@@ -265,7 +274,7 @@ def models_by_pool(name: str, namespace: str | None, spec: kopf.Spec, **_: Any) 
 
 
 @kopf.on.event("pods")
-def pod_changed(
+async def pod_changed(
     body: kopf.Body, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
     wakeups = _state(memo).wakeups
@@ -278,7 +287,7 @@ def pod_changed(
 
 
 @kopf.on.event("nodes")  # type: ignore[arg-type]
-def node_changed(body: kopf.Body, memo: kopf.Memo, claims_by_instance: Idx, **_: Any) -> None:
+async def node_changed(body: kopf.Body, memo: kopf.Memo, claims_by_instance: Idx, **_: Any) -> None:
     provider_id = (body.get("spec") or {}).get("providerID")
     claim = _first(claims_by_instance, provider_id) if provider_id else None
     if claim is not None:
@@ -286,7 +295,7 @@ def node_changed(body: kopf.Body, memo: kopf.Memo, claims_by_instance: Idx, **_:
 
 
 @kopf.on.event(GROUP, VERSION, "gpunodeclaims")  # type: ignore[arg-type]
-def claim_changed(
+async def claim_changed(
     spec: kopf.Spec,
     status: kopf.Status,
     memo: kopf.Memo,
@@ -303,26 +312,28 @@ def claim_changed(
 
 
 @kopf.on.event(GROUP, VERSION, "gpupools")  # type: ignore[arg-type]
-def pool_changed(name: str, memo: kopf.Memo, models_by_pool: Idx, **_: Any) -> None:
+async def pool_changed(name: str, memo: kopf.Memo, models_by_pool: Idx, **_: Any) -> None:
     wakeups = _state(memo).wakeups
     wakeups.wake(("pool", name))
     wakeups.wake_all(("model", ns, md) for ns, md in models_by_pool.get(name, ()))
 
 
 @kopf.on.event(GROUP, VERSION, "gpuproviders")
-def provider_changed(name: str, memo: kopf.Memo, **_: Any) -> None:
+async def provider_changed(name: str, memo: kopf.Memo, **_: Any) -> None:
     _state(memo).wakeups.wake(("provider", name))
 
 
 @kopf.on.event(GROUP, VERSION, "modeldeployments")
-def model_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def model_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     _state(memo).wakeups.wake(("model", namespace, name))
 
 
 @kopf.on.event("deployments", labels=MANAGED)
 @kopf.on.event("services", labels=MANAGED)
 @kopf.on.event("poddisruptionbudgets", labels=MANAGED)
-def managed_object_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def managed_object_changed(
+    labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
     model = labels.get(MODEL_LABEL)
     if model:
         _state(memo).wakeups.wake(("model", namespace, model))
@@ -433,7 +444,7 @@ async def pool_daemon(
 
 
 @kopf.on.delete(GROUP, VERSION, "gpupools", optional=True)
-def pool_deleted(name: str, **_: Any) -> None:
+async def pool_deleted(name: str, **_: Any) -> None:
     # Its claims go by owner reference, each through its own finalizer.
     metrics.forget_pool(name)
 
@@ -544,7 +555,7 @@ async def model_daemon(
 
 
 @kopf.on.delete(GROUP, VERSION, "modeldeployments", optional=True)
-def model_deployment_deleted(name: str, namespace: str | None, **_: Any) -> None:
+async def model_deployment_deleted(name: str, namespace: str | None, **_: Any) -> None:
     # Its objects go by owner reference and its nodes by consolidation; its state went with
     # its daemon.
     metrics.forget_model_deployment(namespace or "", name)

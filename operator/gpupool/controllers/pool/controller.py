@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 # Claims created concurrently for one batch (client-go's default burst is 10; the API server's
 # max-in-flight is 400).
 CLAIM_CREATES_AT_ONCE = 16
+# How long a created claim is counted before the watch shows it (the watch is normally a
+# fraction of a second behind; a minute covers an API server under load).
+EXPECTATION_SECONDS = 60.0
 
 
 class PoolController:
@@ -48,6 +51,10 @@ class PoolController:
         self.writer = StatusWriter(state.kube, "gpupools", self.name)
         self.window: BatchWindow | None = None
         self.empty_since: dict[str, float] = {}
+        # Claims created but not yet seen in the claim index (the watch lags the create): they
+        # count as capacity and against the limits meanwhile, or the next batch would buy the
+        # same pods' nodes again (controller-runtime's "expectations").
+        self.expected: dict[str, tuple[dict[str, Any], float]] = {}
 
     async def reconcile(
         self,
@@ -92,7 +99,14 @@ class PoolController:
         outcome = Outcome(status)
         now = time.time()
 
+        seen = {c["metadata"]["name"] for c in claims}
+        self.expected = {
+            name: (manifest, at)
+            for name, (manifest, at) in self.expected.items()
+            if name not in seen and now - at < EXPECTATION_SECONDS
+        }
         live = [c for c in claims if not c["metadata"].get("deletionTimestamp")]
+        live += [manifest for manifest, _at in self.expected.values()]
         providers = tuple(spec.providers)
         missing = [p for p in providers if p not in state.providers or state.providers[p].deleting]
         offers = state.offers(providers)
@@ -205,6 +219,7 @@ class PoolController:
         offer = instance.offer
         try:
             await self.state.kube.create_cluster_object("gpunodeclaims", manifest)
+            self.expected[manifest["metadata"]["name"]] = (manifest, now)
         except Exception as error:
             if status_code(error) != 422:
                 raise
