@@ -58,10 +58,15 @@ bench: $(STAMP) ## print the benchmark figures (planner; e2e needs the local clu
 	$(PY) bench/planner/run.py
 	KUBECONFIG=$$(tests/cluster/up.sh) PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/e2e/run.py --count 100
 
+bench-scale: $(STAMP) ## the control loop at scale, beside Karpenter's KWOK provider (fresh clusters)
+	PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/scale/run.py pods --count 100 --peer karpenter
+	PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/scale/run.py pods --count 1000 --peer karpenter --timeout 1200
+	PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/scale/run.py models --count 1000 --timeout 1200
+
 demo: $(STAMP) ## the whole story on the local cluster (leaves it running)
 	scripts/demo.sh
 
 demo-down: ## stop what `make demo` started
 	scripts/demo-down.sh
 
-.PHONY: help venv tools cluster-up cluster-down kubeconfig-path lint fmt crds unit test bench demo demo-down
+.PHONY: help venv tools cluster-up cluster-down kubeconfig-path lint fmt crds unit test bench bench-scale demo demo-down

@@ -55,6 +55,10 @@ componentsPatches:
   extraArgs:
   - key: advertise-address
     value: 127.0.0.1
+  # Room for thousands of Services (bench/scale runs a thousand ModelDeployments; the default
+  # range is a /24), apart from KWOK's pod range.
+  - key: service-cluster-ip-range
+    value: 10.96.0.0/16
 - name: etcd
   extraArgs:
   - key: unsafe-no-fsync

@@ -73,15 +73,21 @@ def _serve(gp: Gpupool, cloud: SimCloud) -> tuple[str, str]:
     pool = gp.create_pool("pool", [provider], limits={"maxGpus": 16})
     gp.create_model("llama", model=MODEL, pool=pool, engine={"maxModelLen": 8192})
     wait_for(lambda: _ready(gp, "llama"), timeout=120, what="ModelDeployment Ready")
+
     # Ready comes from the Deployment; the claim and the cost settle a moment after.
-    wait_for(
-        lambda: (
-            all((c.get("status") or {}).get("phase") == "Ready" for c in gp.claims(pool))
-            and gp.get("modeldeployments", "llama")["status"].get("costPerHour")
-        ),
-        timeout=30,
-        what="claims Ready and the cost reported",
-    )
+    def settled() -> bool:
+        claims = gp.claims(pool)
+        status = gp.get("gpupools", pool).get("status") or {}
+        md = gp.get("modeldeployments", "llama")["status"]
+        return bool(claims) and (
+            all((c.get("status") or {}).get("phase") == "Ready" for c in claims)
+            and bool(md.get("costPerHour"))
+            and status.get("nodes") == len(claims)
+            and status.get("gpusTotal") == sum(c["spec"]["offer"]["gpuCount"] for c in claims)
+            and status.get("gpusAllocated") == md["placement"]["gpusPerReplica"]
+        )
+
+    wait_for(settled, timeout=30, what="claims Ready, the model's cost and the pool's totals reported")
     return provider, pool
 
 
@@ -161,3 +167,130 @@ def test_kubectl_scale_adds_replicas_without_a_replan(
         placement["gpu"],
         None,
     }
+
+
+def test_a_provider_being_deleted_is_never_bought_from(
+    gp: Gpupool, start_simcloud: Callable[..., SimCloud], operator: OperatorProcess
+) -> None:
+    from tests.integration.conftest import gpu_deployment
+
+    cloud = start_simcloud()
+    provider = gp.create_provider("sim", cloud.url)
+    pool = gp.create_pool("pool", [provider])
+    gp.apps.create_namespaced_deployment(gp.namespace, gpu_deployment("first", pool, gpus=1))
+    wait_for(lambda: len(ready_pods(gp.core, gp.namespace, "app=first")) == 1, timeout=60, what="first pod")
+    # Its claim keeps the provider (and its finalizer) until the claim is gone.
+    gp.custom.delete_cluster_custom_object(GROUP, VERSION, "gpuproviders", provider)
+    wait_for(
+        lambda: (gp.condition(gp.get("gpupools", pool), "Ready") or {}).get("reason") == "ProviderNotFound",
+        timeout=30,
+        what="the pool saying its provider is going",
+    )
+    claims_before = {c["metadata"]["name"] for c in gp.claims(pool)}
+    gp.apps.create_namespaced_deployment(gp.namespace, gpu_deployment("second", pool, gpus=1, replicas=3))
+    # The pool looks at the new pods (a batch closes within seconds) and buys nothing.
+    wait_for(
+        lambda: (
+            gp.condition(gp.get("gpupools", pool), "Degraded") is not None
+            and gp.condition(gp.get("gpupools", pool), "Degraded")["status"] == "True"
+        ),
+        timeout=30,
+        what="the pool Degraded: no offer for the new pods",
+    )
+    assert {c["metadata"]["name"] for c in gp.claims(pool)} == claims_before
+    assert len(cloud.instances()) == len(claims_before)
+
+
+def test_teardown_under_cloud_faults_finishes_once_the_cloud_answers(
+    gp: Gpupool, start_simcloud: Callable[..., SimCloud], operator: OperatorProcess
+) -> None:
+    from tests.integration.conftest import gpu_deployment
+
+    cloud = start_simcloud()
+    provider = gp.create_provider("sim", cloud.url)
+    pool = gp.create_pool("pool", [provider])
+    gp.apps.create_namespaced_deployment(gp.namespace, gpu_deployment("work", pool, gpus=1, replicas=3))
+    wait_for(lambda: len(ready_pods(gp.core, gp.namespace, "app=work")) == 3, timeout=90, what="3 pods")
+    failed_before = counter(
+        operator.metrics_port, "gpupool_provider_requests_total", provider=provider, result="transient"
+    )
+    cloud.fault(scope="*", errorRate=0.8, errorStatus=503)
+    gp.custom.delete_cluster_custom_object(GROUP, VERSION, "gpupools", pool)
+    gp.custom.delete_cluster_custom_object(GROUP, VERSION, "gpuproviders", provider)
+    # Teardown runs into the faults (calls still failing after their retries) before they end.
+    wait_for(
+        lambda: (
+            counter(
+                operator.metrics_port,
+                "gpupool_provider_requests_total",
+                provider=provider,
+                result="transient",
+            )
+            >= failed_before + 2
+        ),
+        timeout=90,
+        what="teardown calls failing under the faults",
+    )
+    cloud.clear_faults()
+
+    def gone() -> bool:
+        claims = gp.custom.list_cluster_custom_object(
+            GROUP, VERSION, "gpunodeclaims", label_selector=f"gpupool.dev/pool={pool}"
+        )["items"]
+        providers = [
+            p
+            for p in gp.custom.list_cluster_custom_object(GROUP, VERSION, "gpuproviders")["items"]
+            if p["metadata"]["name"] == provider
+        ]
+        return not claims and not providers
+
+    wait_for(gone, timeout=120, what="the pool's claims and the provider gone")
+    assert not [i for i in cloud.instances() if i["state"] not in ("terminating", "terminated")]
+
+
+def test_expiry_of_six_nodes_with_a_budget_of_two_never_disrupts_more_than_two(
+    gp: Gpupool, start_simcloud: Callable[..., SimCloud], operator: OperatorProcess
+) -> None:
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from tests.integration.conftest import gpu_deployment
+
+    cloud = start_simcloud()
+    provider = gp.create_provider("sim", cloud.url)
+    pool = gp.create_pool(
+        "pool", [provider], gpuTypes=["T4"],
+        disruption={"consolidateAfter": "1h", "expireAfter": "10m", "launchTimeout": "2m", "budgets": [{"nodes": "2"}]},
+    )  # fmt: skip
+    # One pod per node: a pod anti-affinity on the hostname spreads them.
+    deployment = gpu_deployment("work", pool, gpus=1, replicas=6)
+    deployment["spec"]["template"]["spec"]["affinity"] = {"podAntiAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "work"}}, "topologyKey": "kubernetes.io/hostname"}]}}  # fmt: skip
+    gp.apps.create_namespaced_deployment(gp.namespace, deployment)
+    wait_for(lambda: len(ready_pods(gp.core, gp.namespace, "app=work")) == 6, timeout=120, what="6 pods")
+    originals = {c["metadata"]["name"] for c in gp.claims(pool)}
+    assert len(originals) >= 6
+    # Age them: launched two hours ago, past expireAfter.
+    old = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for name in originals:
+        gp.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, "gpunodeclaims", name, {"status": {"launchedAt": old}}
+        )
+    most = 0
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        claims = {c["metadata"]["name"]: c for c in gp.claims(pool)}
+        going = sum(1 for n in originals if n in claims and claims[n]["metadata"].get("deletionTimestamp"))
+        most = max(most, going)
+        if not originals & set(claims):
+            break
+        time.sleep(0.2)
+    assert not originals & {c["metadata"]["name"] for c in gp.claims(pool)}, (
+        "expired nodes were not all replaced"
+    )
+    assert most <= 2, f"{most} nodes were disrupted at once under a budget of 2"
+    assert most == 2, "the budget allows two at a time; expiry went one by one"
+    wait_for(
+        lambda: len(ready_pods(gp.core, gp.namespace, "app=work")) == 6, timeout=120, what="6 pods again"
+    )

@@ -50,7 +50,15 @@ def test_llama_8b_goes_ready_with_endpoint_and_cost(
     assert placement["provider"] == gp.name("sim")
     # The cost is the price of the node the pod holds, shared by the GPUs it uses.
     pod = ready_pods(gp.core, namespace, SELECTOR.format("llama"))[0]
-    claim = next(c for c in gp.claims(pool) if (c.get("status") or {}).get("nodeName") == pod.spec.node_name)
+    # The pod may run on its Node a moment before the claim records that Node.
+    claim = wait_for(
+        lambda: next(
+            (c for c in gp.claims(pool) if (c.get("status") or {}).get("nodeName") == pod.spec.node_name),
+            None,
+        ),
+        timeout=20,
+        what="the claim of the pod's node",
+    )
     offer = claim["spec"]["offer"]
     share = placement["gpusPerReplica"] / offer["gpuCount"]
     md = wait_for(lambda: (o := gp.get("modeldeployments", "llama"))["status"].get("costPerHour") and o,

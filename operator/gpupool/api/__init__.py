@@ -46,8 +46,10 @@ from gpupool.api.nodeclaim import (
 )
 from gpupool.api.pool import (
     GPU_POOL,
+    Budget,
     CapacityType,
     Disruption,
+    DisruptionReason,
     GpuPool,
     GpuPoolSpec,
     GpuPoolStatus,
@@ -85,10 +87,12 @@ __all__ = [
     "Architecture",
     "Autoscaling",
     "Bootstrap",
+    "Budget",
     "CapacityType",
     "Condition",
     "ConditionStatus",
     "Disruption",
+    "DisruptionReason",
     "Engine",
     "EngineDtype",
     "GpuNodeClaim",

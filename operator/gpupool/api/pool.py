@@ -91,8 +91,50 @@ EXPIRY_OUTLASTS_LAUNCH = Rule(
 )
 
 
+class DisruptionReason(StrEnum):
+    """Why a node is taken away: Empty (no pods but DaemonSet pods), Expired (older than
+    expireAfter), Drifted (its spec no longer matches the pool's), Unhealthy (NotReady too long)."""
+
+    EMPTY = "Empty"
+    EXPIRED = "Expired"
+    DRIFTED = "Drifted"
+    UNHEALTHY = "Unhealthy"
+
+
+BUDGET_NODES = r"^((100|[0-9]{1,2})%|[0-9]{1,6})$"
+
+
+class Budget(WireModel):
+    """At most `nodes` of the pool's nodes may be in disruption at once for these reasons."""
+
+    nodes: str = Field(
+        default="10%",
+        min_length=1,
+        max_length=7,
+        pattern=BUDGET_NODES,
+        description=(
+            'A count ("2") or a percentage of the pool\'s nodes ("10%", rounded up) that may be '
+            'disrupted at once; "0" stops disruption for these reasons.'
+        ),
+    )
+    reasons: list[DisruptionReason] = Field(
+        default_factory=list,
+        max_length=4,
+        description="The reasons this budget limits; empty or left out: every reason.",
+    )
+
+    def allowed(self, total_nodes: int) -> int:
+        """How many nodes this budget lets be disrupted at once out of `total_nodes`."""
+        if self.nodes.endswith("%"):
+            return -(-total_nodes * int(self.nodes[:-1]) // 100)
+        return int(self.nodes)
+
+    def applies_to(self, reason: DisruptionReason) -> bool:
+        return not self.reasons or reason in self.reasons
+
+
 class Disruption(WireModel):
-    """When the operator may take nodes away, and how long a launch may take."""
+    """When the operator may take nodes away, how many at once, and how long a launch may take."""
 
     rules: ClassVar[tuple[Rule, ...]] = (EXPIRY_OUTLASTS_LAUNCH,)
 
@@ -108,6 +150,19 @@ class Disruption(WireModel):
         default="10m",
         description="Give up on an instance whose node has not registered after this long and try the next offer.",
     )
+    budgets: list[Budget] = Field(
+        default_factory=lambda: [Budget()],
+        max_length=50,
+        description=(
+            "How many nodes may be disrupted at once, per reason (as Karpenter's budgets); the "
+            "tightest budget that applies wins. Default: 10% of the nodes, for every reason."
+        ),
+    )
+
+    def allowed_disruptions(self, reason: DisruptionReason, total_nodes: int) -> int:
+        """Nodes that may be in disruption at once for `reason` (the tightest applicable budget)."""
+        limits = [b.allowed(total_nodes) for b in self.budgets if b.applies_to(reason)]
+        return min(limits) if limits else total_nodes
 
     @property
     def consolidate_after_delta(self) -> timedelta:

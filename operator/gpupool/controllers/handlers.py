@@ -18,7 +18,7 @@ in a thread pool, a thread hop for each of the thousands of watch events a burst
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -36,10 +36,11 @@ from gpupool.controllers.nodeclaim.controller import ClaimController
 from gpupool.controllers.nodeclaim.registration import NodeInfo, node_info
 from gpupool.controllers.nodeclaim.termination import Retry, terminate_claim
 from gpupool.controllers.pool.controller import PoolController
-from gpupool.controllers.pool.pending import PodDemand, is_unschedulable, pod_demand
+from gpupool.controllers.pool.pending import PodDemand, is_daemon_or_finished, is_unschedulable, pod_demand
 from gpupool.controllers.provider.controller import ProviderController
 from gpupool.controllers.provider.refresh import client_for
 from gpupool.controllers.state import OperatorState
+from gpupool.providers.errors import ProviderError
 from gpupool.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,15 @@ async def gpu_pods_by_node(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[s
     if not node or demand is None or phase in ("Succeeded", "Failed"):
         return {}
     return {node: demand.gpus}
+
+
+@kopf.index("pods")
+async def workload_pods_by_node(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, bool]:
+    """node -> its live pods but DaemonSet and mirror pods: a node without any is empty."""
+    node = spec.get("nodeName")
+    if not node or is_daemon_or_finished(body):
+        return {}
+    return {node: True}
 
 
 @kopf.index("pods", labels={MODEL_LABEL: kopf.PRESENT})
@@ -414,6 +424,8 @@ async def pool_daemon(
     stopped: kopf.DaemonStopped,
     unschedulable_gpu_pods: Idx,
     gpu_pods_by_node: Idx,
+    workload_pods_by_node: Idx,
+    nodes_by_provider_id: Idx,
     claims_by_pool: Idx,
     provider_names: Idx,
     **_: Any,
@@ -425,6 +437,14 @@ async def pool_daemon(
     def gpus_on_node(node: str) -> int:
         return sum(gpu_pods_by_node.get(node, ()))
 
+    def node_of(claim: Mapping[str, Any]) -> NodeInfo | None:
+        provider_id = (claim.get("status") or {}).get("providerID")
+        info: NodeInfo | None = _first(nodes_by_provider_id, provider_id) if provider_id else None
+        return info
+
+    def busy(node: str) -> bool:
+        return node in workload_pods_by_node
+
     await reconcile_forever(
         ("pool", name),
         lambda: controller.reconcile(
@@ -432,6 +452,8 @@ async def pool_daemon(
             list(claims_by_pool.get(name, ())),
             gpus_on_node,
             provider_names.__contains__,
+            node_of,
+            busy,
         ),
         wakeups=state.wakeups,
         stopped=stopped,
@@ -501,6 +523,10 @@ async def claim_deleted(body: kopf.Body, memo: kopf.Memo, nodes_by_provider_id: 
             await terminate_claim(body, state, node)
     except Retry as retry:
         raise kopf.TemporaryError(str(retry), delay=retry.delay) from retry
+    except ProviderError as error:
+        # The cloud is failing (after the retry loop's own retries): try again soon, not in
+        # kopf's default minute, so a teardown finishes shortly after the cloud answers again.
+        raise kopf.TemporaryError(f"terminating: {error}", delay=5) from error
 
 
 # --- ModelDeployment -------------------------------------------------------------------------

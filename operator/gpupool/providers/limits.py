@@ -40,7 +40,7 @@ LAMBDA_LIMITS = RateLimits(requests_per_second=1.0, launches=1, launch_period_se
 # requests per second per key. 5/s is that, with launches paced like Lambda's to be safe.
 RUNPOD_LIMITS = RateLimits(requests_per_second=5.0, launches=1, launch_period_seconds=2.0)
 # simcloud enforces what a test asks of it (faults); the client is only kept from flooding it.
-SIM_LIMITS = RateLimits(requests_per_second=50.0)
+SIM_LIMITS = RateLimits(requests_per_second=100.0)
 
 
 class LaunchPacedProvider:

@@ -20,11 +20,14 @@ from typing import Any
 import kopf
 
 from gpupool import metrics
-from gpupool.api import GpuPoolSpec
+from gpupool.api import DisruptionReason, GpuPoolSpec
 from gpupool.controllers.conditions import put_condition
 from gpupool.controllers.kube import status_code
+from gpupool.controllers.nodeclaim.registration import NodeInfo
+from gpupool.controllers.nodeclaim.termination import DISRUPTED_TAINT
 from gpupool.controllers.outcome import Outcome
 from gpupool.controllers.pool.consolidation import consolidation_candidates, expired_claims
+from gpupool.controllers.pool.disruption import DisruptionPlan, plan_disruption
 from gpupool.controllers.pool.pending import PodDemand
 from gpupool.controllers.pool.provisioning import BatchWindow, batch_ready, claim_manifest, pool_capacity
 from gpupool.controllers.pool.status import pool_totals
@@ -62,6 +65,8 @@ class PoolController:
         claims: Sequence[Mapping[str, Any]],
         gpus_on_node: Callable[[str], int],
         provider_exists: Callable[[str], bool],
+        node_of: Callable[[Mapping[str, Any]], NodeInfo | None],
+        busy: Callable[[str], bool],
     ) -> float | None:
         body = self.body
         if body["metadata"].get("deletionTimestamp"):
@@ -70,7 +75,7 @@ class PoolController:
         if any(provider_exists(p) and p not in self.state.providers_seen for p in providers):
             return None  # the provider's first listing since start wakes this pool
         with metrics.reconcile_timer("pool"):
-            outcome = await self._reconcile(pending, claims, gpus_on_node)
+            outcome = await self._reconcile(pending, claims, gpus_on_node, node_of, busy)
         for event in outcome.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         status = outcome.status
@@ -88,6 +93,8 @@ class PoolController:
         pending: Sequence[PodDemand],
         claims: Sequence[Mapping[str, Any]],
         gpus_on_node: Callable[[str], int],
+        node_of: Callable[[Mapping[str, Any]], NodeInfo | None],
+        busy: Callable[[str], bool],
     ) -> Outcome:
         state, body, name = self.state, self.body, self.name
         settings = state.settings
@@ -171,25 +178,28 @@ class PoolController:
                 generation,
             )  # fmt: skip
 
-        # --- consolidation and expiry ------------------------------------------------------
+        # --- disruption: empty and expired nodes, within the budgets ----------------------
         disruption = spec.disruption
         consolidate_after = disruption.consolidate_after_delta.total_seconds()
-        doomed, clock = consolidation_candidates(
-            live, gpus_on_node, self.empty_since, now, consolidate_after, len(pending)
+        candidates, clock = consolidation_candidates(
+            live, lambda node: int(busy(node)), self.empty_since, now, consolidate_after, len(pending)
         )
         self.empty_since = clock
         if clock and not pending:
             outcome.requeue_in(max(min(clock.values()) + consolidate_after - now, 0.5))
         expiry = disruption.expire_after_delta
-        for claim_name in expired_claims(live, now, expiry.total_seconds() if expiry else None):
-            await state.kube.delete_cluster_object("gpunodeclaims", claim_name)
-            outcome.info("Expiring", f"claim {claim_name}: launched more than {disruption.expire_after} ago")
-        for claim_name in doomed:
-            await state.kube.delete_cluster_object("gpunodeclaims", claim_name)
-            outcome.info(
-                "Consolidating",
-                f"claim {claim_name}: its node has had no GPU pod for {disruption.consolidate_after}",
-            )
+        expired = expired_claims(live, now, expiry.total_seconds() if expiry else None)
+        plan = plan_disruption(
+            [c for c in claims if c["metadata"]["name"] not in self.expected],
+            disruption,
+            empty=candidates,
+            expired=expired,
+            node_of=node_of,
+            busy=busy,
+        )
+        await self._disrupt(plan, outcome, disruption.consolidate_after, disruption.expire_after)
+        if plan.taint or plan.waiting:
+            outcome.requeue_in(2.0)  # the taint shows on the Node, or a disruption ends, in seconds
 
         # --- status -----------------------------------------------------------------------
         status.update(pool_totals(live, gpus_on_node))
@@ -212,6 +222,27 @@ class PoolController:
                 generation,
             )  # fmt: skip
         return outcome
+
+    async def _disrupt(
+        self, plan: DisruptionPlan, outcome: Outcome, consolidate_after: str, expire_after: str
+    ) -> None:
+        kube = self.state.kube
+        for node in plan.untaint:
+            kept = [dict(t) for t in node.taints if t["key"] != DISRUPTED_TAINT["key"]]
+            await kube.patch_node(node.name, {"spec": {"taints": kept}})
+        for node in plan.taint:
+            await kube.patch_node(
+                node.name, {"spec": {"taints": [*map(dict, node.taints), dict(DISRUPTED_TAINT)]}}
+            )
+        for claim_name, reason in plan.delete:
+            await kube.delete_cluster_object("gpunodeclaims", claim_name)
+            if reason == DisruptionReason.EXPIRED:
+                outcome.info("Expiring", f"claim {claim_name}: launched more than {expire_after} ago")
+            else:
+                outcome.info(
+                    "Consolidating",
+                    f"claim {claim_name}: its node has had no pods but DaemonSets' for {consolidate_after}",
+                )
 
     async def _create_claim(self, instance: NewInstance, outcome: Outcome, now: float) -> bool:
         """Create the claim for one new instance; False when the API server refused it."""

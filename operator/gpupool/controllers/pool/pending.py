@@ -100,3 +100,14 @@ def is_unschedulable(pod: Mapping[str, Any]) -> bool:
         c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
         for c in status.get("conditions") or []
     )
+
+
+def is_daemon_or_finished(pod: Mapping[str, Any]) -> bool:
+    """A pod that does not keep its node busy: a DaemonSet's, a static (mirror) pod, or one
+    that has finished or is going away. A node with only such pods is empty."""
+    meta = pod.get("metadata") or {}
+    if any(o.get("kind") == "DaemonSet" for o in meta.get("ownerReferences") or []):
+        return True
+    if "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
+        return True
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
