@@ -6,8 +6,9 @@ nets and the genuinely periodic work (price refresh, one cloud listing per provi
 collection, consolidation), so they are tens of seconds, not seconds. A resync reads memory
 only: an idle cluster costs the API server nothing however many objects it holds.
 
-Durations are seconds (floats); the chart's `operator.settings` values map onto these names
-(`GPUPOOL_` + the field name in upper case, e.g. `GPUPOOL_PROVIDER_LIVENESS_SECONDS=30`).
+Durations are seconds (floats). Each field is read from `GPUPOOL_` + its name in upper case
+(e.g. `GPUPOOL_PROVIDER_LIVENESS_SECONDS=30`); the chart passes them through its `env` value,
+and docs/install.md lists them.
 """
 
 from __future__ import annotations
@@ -41,9 +42,6 @@ class OperatorSettings(BaseSettings):
     # One `list()` per provider per interval feeds every claim's liveness (vanished instances,
     # spot notices) and the garbage collector: never a GET per claim.
     provider_liveness_seconds: float = Field(default=30.0, gt=0)
-    # How often offers are re-listed when a GpuProvider sets no refreshInterval is in its spec;
-    # this is how often the refresh timer looks whether one is due.
-    provider_refresh_check_seconds: float = Field(default=30.0, gt=0)
     # Orphaned instances are looked for on every Nth liveness listing at most this often.
     gc_interval_seconds: float = Field(default=60.0, gt=0)
     # An instance younger than this is never taken for an orphan (its claim may be in flight).

@@ -620,8 +620,13 @@ def test_one_replica_holds_the_lease_and_only_it_acts(elected: Elected, kube: cl
     wait_for(
         lambda: "became the leader" in elected.replicas[leader].log.read_text(), timeout=30, what="leader log"
     )
+    wait_for(
+        lambda: "waiting to become the leader" in elected.replicas[standby].log.read_text(),
+        timeout=30,
+        what="the standby waiting for the Lease",
+    )
     standby_log = elected.replicas[standby].log.read_text()
-    assert "waiting to become the leader" in standby_log and "became the leader" not in standby_log
+    assert "became the leader" not in standby_log
     # The standby runs no kopf at all: no watch, no handler, nothing that could act.
     assert "kopf" not in standby_log, elected.replicas[standby].tail()
     for name, replica in elected.replicas.items():
