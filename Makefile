@@ -54,9 +54,9 @@ unit: $(STAMP) ## fast tests, no cluster
 test: $(STAMP) ## everything CI runs: lint, unit and cluster tests on the local cluster
 	tests/run.sh
 
-bench: $(STAMP) ## print the benchmark figures (planner; e2e needs the local cluster)
+bench: $(STAMP) ## print the benchmark figures: planner, then 100 ModelDeployments on a fresh cluster
 	$(PY) bench/planner/run.py
-	KUBECONFIG=$$(tests/cluster/up.sh) PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/e2e/run.py --count 100
+	PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/scale/run.py models --count 100 --idle 30
 
 bench-scale: $(STAMP) ## the control loop at scale, beside Karpenter's KWOK provider (fresh clusters)
 	PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/scale/run.py pods --count 100 --peer karpenter

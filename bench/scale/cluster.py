@@ -198,22 +198,7 @@ def admin_service_account_kubeconfig(kubeconfig: str, namespace: str, name: str,
 
 
 def gpu_pods(name: str, count: int, selector: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": count,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "nodeSelector": selector,
-                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                    "containers": [
-                        {"name": "main", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
-                    ],
-                },
-            },
-        },
-    }
+    """A Deployment of `count` busybox pods asking one GPU each, on nodes matching `selector`."""
+    from tests.integration.conftest import gpu_deployment
+
+    return gpu_deployment(name, None, gpus=1, replicas=count, node_selector=selector)
