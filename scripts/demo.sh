@@ -39,6 +39,13 @@ kubectl apply -f examples/00-namespace.yaml -f examples/10-provider-sim.yaml \
 start=$(date +%s)
 echo "== waiting for the ModelDeployment to serve (the pool buys a node from simcloud first)"
 kubectl wait --for=condition=Ready modeldeployment/llama-3-1-8b -n default --timeout=300s >/dev/null
+# Ready comes from the Deployment; the node's price reaches the model and the pool a moment after.
+for _ in $(seq 1 120); do
+  cost=$(kubectl get modeldeployment/llama-3-1-8b -n default -o jsonpath='{.status.costPerHour}')
+  nodes=$(kubectl get gpupool/default -o jsonpath='{.status.nodes}')
+  [ "${cost:-0}" != "0" ] && [ "${nodes:-0}" != "0" ] && break
+  sleep 0.5
+done
 echo "== Ready in $(( $(date +%s) - start ))s"
 echo
 echo "\$ kubectl get gpupool"
