@@ -105,11 +105,6 @@ class Kube:
             obj = await self.client.get(CUSTOM[plural], name)
         return dict(obj)
 
-    async def list_cluster_objects(self, plural: str, label_selector: str = "") -> list[dict[str, Any]]:
-        labels: dict[str, Any] = dict(part.split("=", 1) for part in label_selector.split(",") if part)
-        async with _counted("list", plural):
-            return [dict(obj) async for obj in self.client.list(CUSTOM[plural], labels=labels or None)]
-
     async def create_cluster_object(self, plural: str, body: Mapping[str, Any]) -> dict[str, Any]:
         async with _counted("create", plural):
             obj = await self.client.create(CUSTOM[plural](dict(body)))
@@ -131,18 +126,6 @@ class Kube:
             )
         return dict(obj)
 
-    async def patch_metadata(
-        self, plural: str, name: str, patch: Mapping[str, Any], namespace: str | None = None
-    ) -> None:
-        async with _counted("patch", plural):
-            await self.client.patch(
-                CUSTOM[plural],
-                name,
-                {"metadata": dict(patch)},
-                namespace=namespace,
-                patch_type=PatchType.MERGE,
-            )
-
     # --- core objects -----------------------------------------------------------------
 
     async def patch_node(self, name: str, patch: Mapping[str, Any]) -> None:
@@ -157,11 +140,6 @@ class Kube:
     async def list_pods_on_node(self, node: str) -> list[Pod]:
         async with _counted("list", "pods"):
             return [pod async for pod in self.client.list(Pod, namespace="*", fields={"spec.nodeName": node})]
-
-    async def delete_pod(self, namespace: str, name: str, grace_seconds: int = 0) -> None:
-        with contextlib.suppress(NotFound):
-            async with _counted("delete", "pods"):
-                await self.client.delete(Pod, name, namespace=namespace, grace_period=grace_seconds)
 
     async def evict_pod(self, namespace: str, name: str) -> bool:
         """Ask to evict a pod through the Eviction API, which honours PodDisruptionBudgets.

@@ -46,9 +46,6 @@ class Wakeups:
         for key in keys:
             self.wake(key)
 
-    def __len__(self) -> int:
-        return len(self._events)
-
 
 def backoff_seconds(failures: int, minimum: float, maximum: float) -> float:
     """Exponential backoff after `failures` consecutive failed reconciles (1, 2, 4, ... capped)."""
