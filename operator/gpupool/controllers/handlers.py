@@ -19,7 +19,7 @@ in a thread pool, a thread hop for each of the thousands of watch events a burst
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -94,6 +94,28 @@ async def close_clients(memo: kopf.Memo, **_: Any) -> None:
 def _state(memo: kopf.Memo) -> OperatorState:
     state: OperatorState = memo.state
     return state
+
+
+async def _loop(
+    key: Hashable,
+    reconcile: Callable[[], Awaitable[float | None]],
+    state: OperatorState,
+    stopped: kopf.DaemonStopped,
+    *,
+    resync: float,
+    settle: float = 0.0,
+) -> None:
+    """One object's loop, with the operator's wake-ups and error backoff."""
+    await reconcile_forever(
+        key,
+        reconcile,
+        wakeups=state.wakeups,
+        stopped=stopped,
+        resync=resync,
+        settle=settle,
+        backoff_min=state.settings.error_backoff_min_seconds,
+        backoff_max=state.settings.error_backoff_max_seconds,
+    )
 
 
 def _first(index: Idx, key: Hashable) -> Any:
@@ -205,14 +227,12 @@ async def provider_daemon(
     def claim_uids() -> list[str]:
         return [uid for _claim, uid in claims_by_provider.get(name, ())]
 
-    await reconcile_forever(
+    await _loop(
         ("provider", name),
         lambda: controller.reconcile(wake_buyers, wake_claims, claim_uids),
-        wakeups=state.wakeups,
-        stopped=stopped,
+        state,
+        stopped,
         resync=state.settings.provider_liveness_seconds,
-        backoff_min=state.settings.error_backoff_min_seconds,
-        backoff_max=state.settings.error_backoff_max_seconds,
     )
 
 
@@ -265,7 +285,7 @@ async def pool_daemon(
     def busy(node: str) -> bool:
         return node in workload_pods_by_node
 
-    await reconcile_forever(
+    await _loop(
         ("pool", name),
         lambda: controller.reconcile(
             list(unschedulable_gpu_pods.get(name, ())),
@@ -275,13 +295,11 @@ async def pool_daemon(
             node_of,
             busy,
         ),
-        wakeups=state.wakeups,
-        stopped=stopped,
+        state,
+        stopped,
         resync=state.settings.pool_resync_seconds,
         # A burst of pod bindings is one status write, not one per pod.
         settle=0.5,
-        backoff_min=state.settings.error_backoff_min_seconds,
-        backoff_max=state.settings.error_backoff_max_seconds,
     )
 
 
@@ -315,20 +333,18 @@ async def claim_daemon(
             return info
 
     nodes = Nodes()
-    await reconcile_forever(
+    await _loop(
         ("claim", controller.name),
         lambda: controller.reconcile(
             nodes,  # type: ignore[arg-type]
             _first(pool_specs, body["spec"]["pool"]) or {},
             provider_names.__contains__,
         ),
-        wakeups=state.wakeups,
-        stopped=stopped,
+        state,
+        stopped,
         resync=state.settings.claim_resync_seconds,
         # A Node joins NotReady and turns Ready a moment later: one status write for both.
         settle=0.2,
-        backoff_min=state.settings.error_backoff_min_seconds,
-        backoff_max=state.settings.error_backoff_max_seconds,
     )
 
 
@@ -388,15 +404,13 @@ async def model_daemon(
             node_price,
         )
 
-    await reconcile_forever(
+    await _loop(
         ("model", *key),
         reconcile,
-        wakeups=state.wakeups,
-        stopped=stopped,
+        state,
+        stopped,
         resync=state.settings.model_resync_seconds,
         settle=0.05,
-        backoff_min=state.settings.error_backoff_min_seconds,
-        backoff_max=state.settings.error_backoff_max_seconds,
     )
 
 
