@@ -44,6 +44,7 @@ from starlette.routing import Route
 
 from gpupool.catalog import Offer
 from simcloud.faults import FaultBook, fault_from_json
+from simcloud.nodes import DISK_GIB
 from simcloud.offers import offer_names
 from simcloud.service import LaunchSpec, SimCloud, SimError
 from simcloud.store import SimInstance
@@ -68,6 +69,7 @@ def offer_json(offer: Offer, available: bool) -> dict[str, Any]:
         "gpuMemoryGiB": offer.gpu_memory_gib,
         "vcpus": offer.vcpus,
         "memoryGiB": offer.memory_gib,
+        "diskGiB": DISK_GIB,
         "cpuArch": offer.cpu_arch,
         "onDemandPrice": offer.on_demand_price,
         "spotPrice": offer.spot_price,

@@ -28,6 +28,8 @@ KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
 DEFAULT_PROVIDER_LABEL = "simcloud"
+# Every simcloud machine has a root disk of this size (its offers publish it as diskGiB).
+DISK_GIB = 500
 
 _NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
 _VALUE_RE = re.compile(rf"^({_NAME})?$")
@@ -77,7 +79,7 @@ def render_node(instance: SimInstance) -> dict[str, Any]:
         "memory": f"{round(instance.memory_gib * 1024)}Mi",
         "pods": "110",
         GPU_RESOURCE: str(instance.gpu_count),
-        "ephemeral-storage": "500Gi",
+        "ephemeral-storage": f"{DISK_GIB}Gi",
     }
     taints = [dict(GPU_TAINT)]
     taints += [{"key": k, "value": v, "effect": e} for k, v, e in instance.taints if k != GPU_RESOURCE]

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,9 @@ def free_port() -> int:
 class SimCloud:
     """A simcloud process: its URL, and the admin calls the tests use to make it misbehave."""
 
-    def __init__(self, tmp: Path, kubeconfig: str, *, boot_delay: float = 0.0, seed: int = 7) -> None:
+    def __init__(
+        self, tmp: Path, kubeconfig: str, *, boot_delay: float = 0.0, seed: int = 7, args: Sequence[str] = ()
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"simcloud-{self.port}.log"
@@ -47,7 +49,7 @@ class SimCloud:
         self._args = [
             sys.executable, "-m", "simcloud", "--port", str(self.port), "--db", str(self.db),
             "--kubeconfig", kubeconfig, "--boot-delay", str(boot_delay), "--seed", str(seed),
-            "--tick", "0.2",
+            "--tick", "0.2", *args,
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()

@@ -17,6 +17,7 @@ from gpupool.controllers.pool.pending import is_unschedulable, pod_demand, pod_g
 from gpupool.controllers.pool.provisioning import BatchWindow, batch_ready, claim_manifest, pool_capacity
 from gpupool.controllers.pool.status import pool_totals
 from gpupool.planner import NewInstance
+from gpupool.planner.resources import Resources
 from gpupool.providers.base import Instance, InstanceState
 
 UNSCHEDULABLE = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
@@ -137,7 +138,7 @@ class TestCapacityAndTotals:
         ]
         deleting = claim("deleting")
         deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-        capacity = pool_capacity([*claims, deleting], on({"n1": 3, "n2": 4}), "p")
+        capacity = pool_capacity([*claims, deleting], on({"n1": 3, "n2": 4}), lambda _node: Resources(), "p")
         assert {c.name: c.free_gpus for c in capacity} == {"launching": 4, "ready": 1, "full": 0}
 
     def test_totals(self) -> None:

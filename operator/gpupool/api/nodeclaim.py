@@ -73,6 +73,29 @@ class Offer(WireModel):
         strict=True,
         description="Memory per GPU in GiB, where the provider reports it.",
     )
+    vcpus: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        strict=True,
+        description="vCPUs of the instance, where the provider reports them.",
+    )
+    memory_gib: float | None = Field(
+        default=None,
+        alias="memoryGiB",
+        gt=0,
+        le=65536,
+        strict=True,
+        description="Host memory of the instance in GiB, where the provider reports it.",
+    )
+    disk_gib: float | None = Field(
+        default=None,
+        alias="diskGiB",
+        gt=0,
+        le=1_048_576,
+        strict=True,
+        description="Root disk of the instance in GiB (the node's ephemeral storage), where known.",
+    )
     capacity_type: CapacityType = Field(description="spot or on-demand.")
     price_per_hour: float = Field(
         ge=0,

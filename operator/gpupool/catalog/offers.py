@@ -43,6 +43,7 @@ class Offer:
     spot_price: float | None
     source_gpu: str = ""
     cpu_arch: str = "x86_64"
+    disk_gib: float | None = None  # the root disk a node gets (ephemeral storage); None: unknown
     exclusion: str | None = None
     notes: tuple[str, ...] = field(default=())
 

@@ -26,7 +26,7 @@ import kopf
 
 from gpupool import metrics
 from gpupool.controllers import indexes  # noqa: F401  (registers the indexes with kopf)
-from gpupool.controllers.indexes import MANAGED, MODEL_LABEL
+from gpupool.controllers.indexes import MANAGED
 from gpupool.controllers.kube import FINALIZER, GROUP, VERSION, Kube
 from gpupool.controllers.loop import reconcile_forever
 from gpupool.controllers.modeldeployment.controller import (
@@ -37,10 +37,11 @@ from gpupool.controllers.nodeclaim.controller import ClaimController
 from gpupool.controllers.nodeclaim.registration import NodeInfo
 from gpupool.controllers.nodeclaim.termination import Retry, terminate_claim
 from gpupool.controllers.pool.controller import PoolController
-from gpupool.controllers.pool.pending import pod_demand
+from gpupool.controllers.pool.pending import MODEL_LABEL, pod_demand
 from gpupool.controllers.provider.controller import ProviderController
 from gpupool.controllers.provider.refresh import client_for
 from gpupool.controllers.state import OperatorState
+from gpupool.planner.resources import Resources
 from gpupool.providers.errors import ProviderError
 from gpupool.settings import OperatorSettings
 
@@ -263,7 +264,7 @@ async def pool_daemon(
     memo: kopf.Memo,
     stopped: kopf.DaemonStopped,
     unschedulable_gpu_pods: Idx,
-    gpu_pods_by_node: Idx,
+    pods_by_node: Idx,
     workload_pods_by_node: Idx,
     nodes_by_provider_id: Idx,
     claims_by_pool: Idx,
@@ -275,7 +276,10 @@ async def pool_daemon(
     name = controller.name
 
     def gpus_on_node(node: str) -> int:
-        return sum(gpu_pods_by_node.get(node, ()))
+        return sum(usage.gpus for usage in pods_by_node.get(node, ()))
+
+    def used_on_node(node: str) -> Resources:
+        return sum((usage.requests for usage in pods_by_node.get(node, ())), Resources())
 
     def node_of(claim: Mapping[str, Any]) -> NodeInfo | None:
         provider_id = (claim.get("status") or {}).get("providerID")
@@ -285,22 +289,26 @@ async def pool_daemon(
     def busy(node: str) -> bool:
         return node in workload_pods_by_node
 
-    await _loop(
-        ("pool", name),
-        lambda: controller.reconcile(
-            list(unschedulable_gpu_pods.get(name, ())),
-            list(claims_by_pool.get(name, ())),
-            gpus_on_node,
-            provider_names.__contains__,
-            node_of,
-            busy,
-        ),
-        state,
-        stopped,
-        resync=state.settings.pool_resync_seconds,
-        # A burst of pod bindings is one status write, not one per pod.
-        settle=0.5,
-    )
+    try:
+        await _loop(
+            ("pool", name),
+            lambda: controller.reconcile(
+                list(unschedulable_gpu_pods.get(name, ())),
+                list(claims_by_pool.get(name, ())),
+                gpus_on_node,
+                used_on_node,
+                provider_names.__contains__,
+                node_of,
+                busy,
+            ),
+            state,
+            stopped,
+            resync=state.settings.pool_resync_seconds,
+            # A burst of pod bindings is one status write, not one per pod.
+            settle=0.5,
+        )
+    finally:
+        controller.forget()
 
 
 @kopf.on.delete(GROUP, VERSION, "gpupools", optional=True)

@@ -19,10 +19,17 @@ from gpupool.controllers.kube import GROUP, VERSION
 from gpupool.controllers.modeldeployment.controller import ManagedObject, managed_object
 from gpupool.controllers.modeldeployment.decide import PodPlacement
 from gpupool.controllers.nodeclaim.registration import NodeInfo, node_info
-from gpupool.controllers.pool.pending import PodDemand, is_daemon_or_finished, is_unschedulable, pod_demand
+from gpupool.controllers.pool.pending import (
+    MODEL_LABEL,
+    PodDemand,
+    PodUsage,
+    is_daemon_or_finished,
+    is_unschedulable,
+    pod_demand,
+    pod_usage,
+)
 
 MANAGED = {"app.kubernetes.io/managed-by": "gpupool"}
-MODEL_LABEL = "gpupool.dev/model-deployment"
 
 
 @kopf.index("pods")
@@ -35,14 +42,11 @@ async def unschedulable_gpu_pods(body: kopf.Body, **_: Any) -> dict[str, PodDema
 
 
 @kopf.index("pods")
-async def gpu_pods_by_node(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, int]:
-    """node -> GPUs requested by the live pods bound to it."""
-    node = spec.get("nodeName")
-    demand = pod_demand(body)
-    phase = (body.get("status") or {}).get("phase")
-    if not node or demand is None or phase in ("Succeeded", "Failed"):
-        return {}
-    return {node: demand.gpus}
+async def pods_by_node(body: kopf.Body, **_: Any) -> dict[str, PodUsage]:
+    """node -> the GPUs, CPU, memory and disk each live pod bound to it requests (every pod:
+    a DaemonSet's CPU is as taken as a model server's)."""
+    usage = pod_usage(body)
+    return {} if usage is None else {usage[0]: usage[1]}
 
 
 @kopf.index("pods")

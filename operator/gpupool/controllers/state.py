@@ -60,6 +60,10 @@ class OperatorState:
     # this process's own start showing, and would be written and unwritten a second later.
     providers_seen: set[str] = field(default_factory=set)
     unavailable: Unavailable = field(default_factory=Unavailable)
+    # pool -> (namespace, ModelDeployment) -> why its pending pods fit no offer the pool may
+    # buy. Written by the pool's loop after each batch (and dropped with it), read by the
+    # ModelDeployment's, which says so in its own conditions.
+    unplaced_models: dict[str, dict[tuple[str, str], str]] = field(default_factory=dict)
 
     @property
     def cluster_name(self) -> str:

@@ -107,6 +107,9 @@ class PoolConstraints:
     used_gpus: int = 0
     used_cost_per_hour: float = 0.0
     include_excluded: bool = False
+    # What every node of the pool is labelled and tainted with (the packer checks pods against them).
+    node_labels: tuple[tuple[str, str], ...] = ()
+    node_taints: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

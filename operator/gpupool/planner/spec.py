@@ -88,4 +88,8 @@ def pool_constraints_from_spec(spec: Mapping[str, Any], *, name: str = "default"
         max_nodes=int(limits["maxNodes"]) if limits.get("maxNodes") is not None else None,
         max_gpus=int(limits["maxGpus"]) if limits.get("maxGpus") is not None else None,
         max_hourly_cost=float(limits["maxHourlyCost"]) if limits.get("maxHourlyCost") is not None else None,
+        node_labels=tuple(sorted((str(k), str(v)) for k, v in (spec.get("labels") or {}).items())),
+        node_taints=tuple(
+            (str(t["key"]), str(t.get("value") or ""), str(t["effect"])) for t in spec.get("taints") or []
+        ),
     )

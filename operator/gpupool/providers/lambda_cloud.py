@@ -167,6 +167,7 @@ def offers_from_instance_types(provider_name: str, data: Mapping[str, Any]) -> l
                 gpu_memory_gib=memory or 0.0,
                 vcpus=specs.get("vcpus"),
                 memory_gib=specs.get("memory_gib"),
+                disk_gib=specs.get("storage_gib"),
                 on_demand_price=price,
                 spot_price=None,
                 source_gpu=source_gpu,

@@ -97,6 +97,7 @@ def offer_from_simcloud(provider_name: str, data: dict[str, Any]) -> ProviderOff
         gpu_memory_gib=float(data["gpuMemoryGiB"]),
         vcpus=data.get("vcpus"),
         memory_gib=data.get("memoryGiB"),
+        disk_gib=data.get("diskGiB"),
         on_demand_price=data.get("onDemandPrice"),
         spot_price=data.get("spotPrice"),
         source_gpu=str(data.get("gpu", "")),

@@ -126,6 +126,7 @@ class ModelDeploymentController:
             node_price=node_price,
             now=time.time(),
             replan_after=state.settings.replan_after_seconds,
+            unplaced=state.unplaced_models.get(spec.pool, {}).get(self.key),
         )
         with metrics.reconcile_timer("modeldeployment"):
             decision = decide(view)

@@ -55,6 +55,9 @@ class ModelView:
     node_price: Callable[[str], tuple[float, int]]
     now: float
     replan_after: float
+    # Why the pool found no offer that can hold this model's pending pods (CPU, memory, disk,
+    # taints, selectors), or None.
+    unplaced: str | None = None
 
 
 @dataclass
@@ -83,7 +86,7 @@ def _starved_since(status: Mapping[str, Any]) -> float | None:
         if (
             condition.get("type") == "Degraded"
             and condition.get("status") == "True"
-            and condition.get("reason") == "InsufficientCapacity"
+            and condition.get("reason") in ("InsufficientCapacity", "NoNodeFits")
         ):
             return parse_stamp(str(condition["lastTransitionTime"]))
     return None
@@ -193,6 +196,12 @@ def decide(view: ModelView) -> Decision:
     if kept.cost_per_million_tokens is not None:
         status["costPerMillionTokens"] = round(kept.cost_per_million_tokens, 4)
     _report(status, view, kept, wanted, replicas, ready, updated)
+    if view.unplaced and ready < replicas:
+        message = f"GpuPool {pool_name} has no offer whose node can hold its pods: {view.unplaced}"[:1000]
+        already = next((c for c in view.status.get("conditions") or () if c.get("type") == "Degraded"), None)
+        if not already or already.get("message") != message:
+            outcome.warn("NoNodeFits", message)
+        put_condition(status, "Degraded", True, "NoNodeFits", message, generation)
     return decision
 
 

@@ -34,6 +34,7 @@ from gpupool.controllers.pool.status import pool_totals
 from gpupool.controllers.state import OperatorState
 from gpupool.controllers.writes import StatusWriter
 from gpupool.planner import NewInstance, PendingPod, pack_pods, pool_constraints_from_spec
+from gpupool.planner.resources import Resources
 
 log = logging.getLogger(__name__)
 # Claims created concurrently for one batch (client-go's default burst is 10; the API server's
@@ -58,12 +59,15 @@ class PoolController:
         # count as capacity and against the limits meanwhile, or the next batch would buy the
         # same pods' nodes again (controller-runtime's "expectations").
         self.expected: dict[str, tuple[dict[str, Any], float]] = {}
+        # Pod key -> the reason last posted on it as an event, for pods that fit no offer.
+        self.reported: dict[str, str] = {}
 
     async def reconcile(
         self,
         pending: Sequence[PodDemand],
         claims: Sequence[Mapping[str, Any]],
         gpus_on_node: Callable[[str], int],
+        used_on_node: Callable[[str], Resources],
         provider_exists: Callable[[str], bool],
         node_of: Callable[[Mapping[str, Any]], NodeInfo | None],
         busy: Callable[[str], bool],
@@ -75,7 +79,7 @@ class PoolController:
         if any(provider_exists(p) and p not in self.state.providers_seen for p in providers):
             return None  # the provider's first listing since start wakes this pool
         with metrics.reconcile_timer("pool"):
-            outcome = await self._reconcile(pending, claims, gpus_on_node, node_of, busy)
+            outcome = await self._reconcile(pending, claims, gpus_on_node, used_on_node, node_of, busy)
         for event in outcome.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         status = outcome.status
@@ -93,6 +97,7 @@ class PoolController:
         pending: Sequence[PodDemand],
         claims: Sequence[Mapping[str, Any]],
         gpus_on_node: Callable[[str], int],
+        used_on_node: Callable[[str], Resources],
         node_of: Callable[[Mapping[str, Any]], NodeInfo | None],
         busy: Callable[[str], bool],
     ) -> Outcome:
@@ -141,10 +146,12 @@ class PoolController:
                     gpu_types=d.gpu_types,
                     pool=name,
                     capacity_types=tuple(c for c in d.capacity_types if c in ("spot", "on-demand")),  # type: ignore[misc]
+                    requests=d.requests,
+                    constraints=d.constraints,
                 )
                 for d in pending
             ]
-            capacity = pool_capacity(live, gpus_on_node, name)
+            capacity = pool_capacity(live, gpus_on_node, used_on_node, name)
             result = pack_pods(pods, capacity, offers, constraints, unavailable=state.unavailable, now=now)
             # Side by side: a burst's nodes should join together, so the scheduler places its pods
             # in one wave instead of retrying each of them on every node that arrives.
@@ -163,6 +170,7 @@ class PoolController:
                 name, len(pods), len(created), len(result.on_existing), len(result.unplaced),
             )  # fmt: skip
             blocked = dict(result.unplaced)
+            self._report_unplaced(pending, {k: r for k, r in blocked.items() if k not in result.over_limit})
 
         previous_degraded = next((c for c in status["conditions"] if c.get("type") == "Degraded"), None)
         if blocked:
@@ -222,6 +230,36 @@ class PoolController:
                 generation,
             )  # fmt: skip
         return outcome
+
+    def _report_unplaced(self, pending: Sequence[PodDemand], blocked: Mapping[str, str]) -> None:
+        """Tell each pod that fits no offer (limits aside: those are the pool's to report) why (once per reason, as the scheduler's events do),
+        and its ModelDeployment, whose loop says so in its conditions."""
+        by_key = {d.key: d for d in pending}
+        models: dict[tuple[str, str], str] = {}
+        for key, reason in blocked.items():
+            demand = by_key.get(key)
+            if demand is None:
+                continue
+            if demand.model:
+                models.setdefault((demand.namespace, demand.model), reason)
+            if self.reported.get(key) != reason:
+                pod: Any = {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": demand.name, "namespace": demand.namespace, "uid": demand.uid},
+                }
+                kopf.warn(pod, reason="NoNodeFits", message=f"GpuPool {self.name}: {reason}"[:1000])
+        self.reported = {k: r for k, r in blocked.items() if k in by_key}
+        before = self.state.unplaced_models.get(self.name, {})
+        if models != before:
+            self.state.unplaced_models[self.name] = models
+            changed = {k for k in before.keys() | models.keys() if before.get(k) != models.get(k)}
+            self.state.wakeups.wake_all(("model", namespace, model) for namespace, model in changed)
+
+    def forget(self) -> None:
+        """What this pool's loop put in the shared state goes with it."""
+        before = self.state.unplaced_models.pop(self.name, {})
+        self.state.wakeups.wake_all(("model", namespace, model) for namespace, model in before)
 
     async def _disrupt(
         self, plan: DisruptionPlan, outcome: Outcome, consolidate_after: str, expire_after: str

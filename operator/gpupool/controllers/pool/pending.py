@@ -8,14 +8,21 @@ means any workload that selects the pool gets nodes, as with Karpenter.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from lightkube.utils.quantity import parse_quantity
+
+from gpupool.planner.resources import ONE_POD, Resources
+from gpupool.planner.scheduling import ANY_NODE, PodConstraints, Requirement, Toleration
 
 POOL_KEY = "gpupool.dev/pool"
 GPU_KEY = "gpupool.dev/gpu"
 CAPACITY_KEY = "gpupool.dev/capacity-type"
 GPU_RESOURCE = "nvidia.com/gpu"
+MODEL_LABEL = "gpupool.dev/model-deployment"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +33,10 @@ class PodDemand:
     gpus: int
     gpu_types: tuple[str, ...]  # empty: any GPU model the pool allows
     capacity_types: tuple[str, ...]  # empty: any the pool allows
+    requests: Resources = ONE_POD
+    constraints: PodConstraints = ANY_NODE
+    uid: str = ""
+    model: str | None = None  # the ModelDeployment that made it, if one did
 
     @property
     def key(self) -> str:
@@ -37,6 +48,73 @@ def _quantity(value: Any) -> int:
         return int(str(value))
     except ValueError:
         return 0
+
+
+def _amount(value: Any, scale: int) -> int:
+    """A quantity in units of 1/scale (milli-CPUs: 1000; bytes: 1), rounded up as the scheduler does."""
+    if value is None:
+        return 0
+    try:
+        parsed = parse_quantity(str(value))
+    except ValueError:
+        return 0
+    return math.ceil(parsed * scale) if parsed is not None else 0
+
+
+def pod_requests(spec: Mapping[str, Any]) -> Resources:
+    """What the scheduler charges a node for the pod: the larger of its containers' sum and its
+    largest init container, per resource, plus the pod overhead; requests default to limits."""
+
+    def of(container: Mapping[str, Any]) -> Resources:
+        resources = container.get("resources") or {}
+        wanted = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+        return Resources(
+            _amount(wanted.get("cpu"), 1000),
+            _amount(wanted.get("memory"), 1),
+            _amount(wanted.get("ephemeral-storage"), 1),
+        )
+
+    main = sum((of(c) for c in spec.get("containers") or []), Resources())
+    init = [of(c) for c in spec.get("initContainers") or []]
+    overhead = spec.get("overhead") or {}
+    return Resources(
+        max([main.cpu_milli, *(r.cpu_milli for r in init)]) + _amount(overhead.get("cpu"), 1000),
+        max([main.memory_bytes, *(r.memory_bytes for r in init)]) + _amount(overhead.get("memory"), 1),
+        max([main.ephemeral_bytes, *(r.ephemeral_bytes for r in init)])
+        + _amount(overhead.get("ephemeral-storage"), 1),
+        1,
+    )
+
+
+def pod_constraints(spec: Mapping[str, Any]) -> PodConstraints:
+    """The pod's node selector, required node-affinity terms and tolerations."""
+    affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = []
+    for term in affinity.get("nodeSelectorTerms") or []:
+        requirements = [
+            Requirement(
+                str(e.get("key")), str(e.get("operator")), tuple(str(v) for v in e.get("values") or ())
+            )
+            for e in term.get("matchExpressions") or []
+        ]
+        if term.get("matchFields"):
+            requirements.append(Requirement("metadata.name", "In", ()))  # a new node has no name yet
+        terms.append(tuple(requirements))
+    return PodConstraints(
+        node_selector=tuple(sorted((str(k), str(v)) for k, v in (spec.get("nodeSelector") or {}).items())),
+        terms=tuple(terms),
+        tolerations=tuple(
+            Toleration(
+                key=str(t.get("key") or ""),
+                operator=str(t.get("operator") or "Equal"),
+                value=str(t.get("value") or ""),
+                effect=str(t.get("effect") or ""),
+            )
+            for t in spec.get("tolerations") or []
+        ),
+    )
 
 
 def pod_gpus(spec: Mapping[str, Any]) -> int:
@@ -85,6 +163,10 @@ def pod_demand(pod: Mapping[str, Any]) -> PodDemand | None:
         gpus=gpus,
         gpu_types=_required_values(spec, GPU_KEY),
         capacity_types=_required_values(spec, CAPACITY_KEY),
+        requests=pod_requests(spec),
+        constraints=pod_constraints(spec),
+        uid=meta.get("uid", ""),
+        model=(meta.get("labels") or {}).get(MODEL_LABEL),
     )
 
 
@@ -111,3 +193,20 @@ def is_daemon_or_finished(pod: Mapping[str, Any]) -> bool:
     if "kubernetes.io/config.mirror" in (meta.get("annotations") or {}):
         return True
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True, slots=True)
+class PodUsage:
+    """What a pod bound to a node takes of it."""
+
+    gpus: int
+    requests: Resources
+
+
+def pod_usage(pod: Mapping[str, Any]) -> tuple[str, PodUsage] | None:
+    """The node a live pod is bound to and what it takes there; None for unbound or finished pods."""
+    spec = pod.get("spec") or {}
+    node = spec.get("nodeName")
+    if not node or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return None
+    return str(node), PodUsage(pod_gpus(spec), pod_requests(spec))
