@@ -81,6 +81,7 @@ class Result:
     control_plane_cpu: float
     nodes: int
     cost_per_hour: float
+    instance_types: frozenset[str] = frozenset()
     idle_seconds: float = 0.0
     idle_reads_per_s: float = 0.0
     idle_writes_per_s: float = 0.0
@@ -224,9 +225,13 @@ class Gpupool:
         assert wait_until(listed, 60, 0.5), "the provider never listed offers"
         return "bench"
 
-    def cost(self, custom: client.CustomObjectsApi) -> tuple[int, float]:
+    def cost(self, custom: client.CustomObjectsApi) -> tuple[int, float, frozenset[str]]:
         claims = custom.list_cluster_custom_object(GROUP, VERSION, "gpunodeclaims")["items"]
-        return len(claims), sum(float(c["spec"]["offer"]["pricePerHour"]) for c in claims)
+        return (
+            len(claims),
+            sum(float(c["spec"]["offer"]["pricePerHour"]) for c in claims),
+            frozenset(c["spec"]["offer"]["instanceType"] for c in claims),
+        )
 
     def client_requests(self) -> int:
         return int(metric(self.metrics_port, "gpupool_kube_requests_total"))
@@ -316,7 +321,7 @@ def run_gpupool_pods(count: int, timeout: float, idle_seconds: float) -> Result:
             lambda: running_pods(core, "work"), timeout,
         )  # fmt: skip
         result.client_requests = gp.client_requests()
-        result.nodes, result.cost_per_hour = gp.cost(custom)
+        result.nodes, result.cost_per_hour, result.instance_types = gp.cost(custom)
         print(timeline(custom, core, "work"))
         idle(result, cluster, gp.user, idle_seconds, gp.cloud_requests)
         return result
@@ -405,7 +410,7 @@ def run_gpupool_models(count: int, timeout: float, idle_seconds: float) -> Resul
 
         result = measure("gpupool", cluster, gp.operator.pid, gp.user, count, apply, ready, timeout)
         result.client_requests = gp.client_requests()
-        result.nodes, result.cost_per_hour = gp.cost(custom)
+        result.nodes, result.cost_per_hour, result.instance_types = gp.cost(custom)
         idle(result, cluster, gp.user, idle_seconds, gp.cloud_requests)
         return result
     finally:
@@ -416,7 +421,11 @@ def run_gpupool_models(count: int, timeout: float, idle_seconds: float) -> Resul
 # --- Karpenter -----------------------------------------------------------------------------------
 
 
-def run_karpenter_pods(count: int, timeout: float, idle_seconds: float) -> Result:
+def run_karpenter_pods(
+    count: int, timeout: float, idle_seconds: float, instance_types: frozenset[str] = frozenset()
+) -> Result:
+    """Karpenter through the same burst; with `instance_types`, its NodePool may buy only those
+    (gpupool's choice), so both make the same nodes and only the pipelines differ."""
     from bench.scale import karpenter
 
     binary = karpenter.ensure_karpenter()
@@ -429,14 +438,15 @@ def run_karpenter_pods(count: int, timeout: float, idle_seconds: float) -> Resul
         cluster.kubeconfig, BENCH_NS, "karpenter", tmp / "karpenter.kubeconfig"
     )
     user = f"system:serviceaccount:{BENCH_NS}:karpenter"
-    karpenter.apply_crds_and_nodepool(cluster.kubeconfig, "bench", list(prices))
+    allowed = sorted(instance_types) if instance_types else list(prices)
+    karpenter.apply_crds_and_nodepool(cluster.kubeconfig, "bench", allowed)
     process = karpenter.KarpenterProcess(binary, kc, tmp)
     process.start()
     try:
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="work")))
         selector = {"bench.gpupool.dev/pool": "bench"}
         result = measure(
-            "Karpenter", cluster, process.pid, user, count,
+            "Karpenter" + (" (same nodes)" if instance_types else ""), cluster, process.pid, user, count,
             lambda: apps.create_namespaced_deployment("work", gpu_pods("burst", count, selector)),
             lambda: running_pods(core, "work"), timeout,
         )  # fmt: skip
@@ -507,11 +517,17 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--idle", type=float, default=120, help="seconds of idle measurement after the run")
     parser.add_argument("--peer", choices=["karpenter"], default=None)
+    parser.add_argument(
+        "--same-nodes",
+        action="store_true",
+        help="the peer may buy only the instance types gpupool bought: the same nodes, two pipelines",
+    )
     args = parser.parse_args()
     if args.scenario == "pods":
         results = [run_gpupool_pods(args.count, args.timeout, args.idle)]
         if args.peer == "karpenter":
-            results.append(run_karpenter_pods(args.count, args.timeout, args.idle))
+            same = results[0].instance_types if args.same_nodes else frozenset()
+            results.append(run_karpenter_pods(args.count, args.timeout, args.idle, same))
         report(results, f"{args.count} pending 1-GPU pods")
     else:
         results = [run_gpupool_models(args.count, args.timeout, args.idle)]

@@ -27,6 +27,7 @@ an instance that would break a limit are reported unplaced with the limit named.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +52,7 @@ from gpupool.planner.partition import (
     partition_price,
 )
 from gpupool.planner.placement import PoolConstraints
-from gpupool.planner.resources import NOTHING, ONE_POD, UNKNOWN, Resources, allocatable
+from gpupool.planner.resources import NOTHING, ONE_POD, UNKNOWN, Allocatable, Resources, allocatable
 from gpupool.planner.scheduling import ANY_NODE, PodConstraints
 
 EXACT_MAX_PODS = 12
@@ -85,6 +86,10 @@ class Capacity:
     capacity_type: CapacityType | None = None
     offer: Offer | None = None
     used: Resources = NOTHING
+
+
+# A bucket of existing capacity: GPU model, capacity type, offer, free GPUs, room left.
+_Shape = tuple[str, CapacityType | None, Offer | None, int, Allocatable]
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,35 +191,44 @@ def pack_pods(
         capacities = tuple(c for c in pool_capacities if not pod.capacity_types or c in pod.capacity_types)
         return gpus, capacities
 
-    # 1. Existing and in-flight capacity, biggest pods first, best fit.
-    free = {c.name: c.free_gpus for c in in_flight if c.pool == limits.name and c.free_gpus > 0}
-    existing = sorted((c for c in in_flight if c.name in free), key=lambda c: c.name)
-    room = {c.name: allocatable(c.offer).minus(c.used) if c.offer is not None else UNKNOWN for c in existing}
+    # 1. Existing and in-flight capacity, biggest pods first, best fit. Claims of the same
+    # shape and fill (a burst's hundreds of identical nodes) share a bucket, so each pod looks
+    # at a few buckets, not at every claim; within a bucket the first name wins, as before.
+    buckets: dict[_Shape, list[str]] = {}
+    for c in in_flight:
+        if c.pool == limits.name and c.free_gpus > 0:
+            room = allocatable(c.offer).minus(c.used) if c.offer is not None else UNKNOWN
+            buckets.setdefault((c.gpu, c.capacity_type, c.offer, c.free_gpus, room), []).append(c.name)
+    for names in buckets.values():
+        heapq.heapify(names)
     remaining: list[PendingPod] = []
     for pod in sorted(mine, key=lambda p: (-p.gpus, p.name)):
         if pod.gpus <= 0:
             unplaced[pod.name] = "asks for no GPUs"
             continue
         gpus, capacities = allowed(pod)
-        target = None
-        if existing:
-            fitting = [
-                c
-                for c in existing
-                if free[c.name] >= pod.gpus
-                and _fits_existing(pod, c.gpu, c.capacity_type, gpus, capacities)
-                and room_for(pod.requests, pod.constraints, c.offer, c.capacity_type, room[c.name], limits)
-            ]
-            if fitting:
-                target = min(fitting, key=lambda c: (free[c.name] - pod.gpus, c.name))
-        if target is not None:
-            free[target.name] -= pod.gpus
-            room[target.name] = room[target.name].minus(pod.requests)
-            on_existing[pod.name] = target.name
-            if free[target.name] == 0:
-                existing = [c for c in existing if c.name != target.name]
-        else:
+        best: _Shape | None = None
+        for shape, names in buckets.items():
+            gpu, capacity, offer, free, room = shape
+            if (
+                free >= pod.gpus
+                and _fits_existing(pod, gpu, capacity, gpus, capacities)
+                and room_for(pod.requests, pod.constraints, offer, capacity, room, limits)
+                and (best is None or (free - pod.gpus, names[0]) < (best[3] - pod.gpus, buckets[best][0]))
+            ):
+                best = shape
+        if best is None:
             remaining.append(pod)
+            continue
+        names = buckets[best]
+        target = heapq.heappop(names)
+        if not names:
+            del buckets[best]
+        on_existing[pod.name] = target
+        gpu, capacity, offer, free, room = best
+        if free > pod.gpus:
+            after = (gpu, capacity, offer, free - pod.gpus, room.minus(pod.requests))
+            heapq.heappush(buckets.setdefault(after, []), target)
 
     # 2. New instances, class by class, most restrictive first.
     classes: dict[ClassKey, list[PendingPod]] = {}

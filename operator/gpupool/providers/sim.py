@@ -138,18 +138,9 @@ class SimCloudProvider:
         body = await self._api.request("GET", "/v1/instance-types")
         return [offer_from_simcloud(self.name, item) for item in body["data"]]
 
-    async def _find_by_claim(self, claim_uid: str) -> Instance | None:
-        body = await self._api.request("GET", "/v1/instances", params={"tag": f"{TAG_CLAIM_UID}={claim_uid}"})
-        for item in body["data"]:
-            instance = instance_from_simcloud(item)
-            if instance.state in (InstanceState.PENDING, InstanceState.RUNNING):
-                return instance
-        return None
-
     async def create(self, request: LaunchRequest) -> Instance:
-        existing = await self._find_by_claim(request.claim_uid)
-        if existing is not None:
-            return existing
+        # One call: simcloud keys the launch on clientToken (the claim's UID), as EC2 does, and
+        # answers a repeat with the instance the first call made.
         payload: dict[str, Any] = {
             "clientToken": request.claim_uid,
             "name": claim_instance_name(request.cluster_name, request.claim_uid),
