@@ -18,6 +18,17 @@ def put_condition(
     status: dict[str, Any], type_: str, ok: bool, reason: str, message: str, generation: int | None
 ) -> None:
     """Set one condition in `status["conditions"]`, in place."""
+    wanted = "True" if ok else "False"
+    for existing in status.get("conditions") or ():
+        if existing.get("type") == type_:
+            if (
+                existing.get("status") == wanted
+                and existing.get("reason") == reason
+                and existing.get("message") == message
+                and existing.get("observedGeneration") == generation
+            ):
+                return  # as it is: most reconciles change nothing, and rebuilding costs
+            break
     current = [Condition.from_k8s(c) for c in status.get("conditions") or []]
     updated = set_condition(current, type_, ok, reason, message, generation, datetime.now(UTC))
     status["conditions"] = [c.to_k8s() for c in updated]

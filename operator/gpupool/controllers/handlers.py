@@ -418,7 +418,9 @@ async def model_daemon(
         state,
         stopped,
         resync=state.settings.model_resync_seconds,
-        settle=0.05,
+        # A rollout is a burst of events (the pod created, scheduled, started, ready; the
+        # Deployment's and the PDB's status after each): one reconcile for the burst.
+        settle=0.5,
     )
 
 

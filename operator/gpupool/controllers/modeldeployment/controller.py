@@ -31,6 +31,7 @@ from gpupool.catalog import Offer
 from gpupool.controllers.modeldeployment.decide import ModelView, PodPlacement, decide
 from gpupool.controllers.state import OperatorState
 from gpupool.controllers.writes import StatusWriter
+from gpupool.serving import ServingInput, render_all
 
 RENDERED_HASH = "gpupool.dev/rendered-hash"
 CREATED = "<absent>"  # the "version" of an object the index does not have
@@ -90,6 +91,7 @@ class ModelDeploymentController:
         # kind -> resourceVersion the object had when we applied over it: while the index
         # still shows that version, the watch has not delivered our apply yet.
         self.superseded: dict[str, str] = {}
+        self.rendered: tuple[ServingInput, list[dict[str, Any]]] | None = None
 
     async def reconcile(
         self,
@@ -127,6 +129,7 @@ class ModelDeploymentController:
             now=time.time(),
             replan_after=state.settings.replan_after_seconds,
             unplaced=state.unplaced_models.get(spec.pool, {}).get(self.key),
+            render=self._render,
         )
         with metrics.reconcile_timer("modeldeployment"):
             decision = decide(view)
@@ -146,8 +149,15 @@ class ModelDeploymentController:
         # Offers may appear, the budget or capacity may change: look again at the resync.
         return decision.outcome.requeue
 
-    async def _apply_if_drifted(self, rendered: Mapping[str, Any], live: ManagedObject | None) -> None:
-        obj, digest = with_rendered_hash(rendered)
+    def _render(self, inputs: ServingInput) -> list[dict[str, Any]]:
+        """The rendered objects, their hashes among their annotations; the last rendering
+        again when the inputs are the same (most reconciles: a pod became ready)."""
+        if self.rendered is None or self.rendered[0] != inputs:
+            self.rendered = (inputs, [with_rendered_hash(obj)[0] for obj in render_all(inputs)])
+        return self.rendered[1]
+
+    async def _apply_if_drifted(self, obj: Mapping[str, Any], live: ManagedObject | None) -> None:
+        digest = str(obj["metadata"]["annotations"][RENDERED_HASH])
         kind = str(obj["kind"])
         seen = live.resource_version if live is not None else CREATED
         if self.superseded.get(kind) == seen:

@@ -24,7 +24,7 @@ from gpupool.controllers.modeldeployment.plan import (
 )
 from gpupool.controllers.outcome import Outcome
 from gpupool.planner import UnknownModel, plan_deployment, pool_constraints_from_spec, request_from_spec
-from gpupool.serving import RenderError, render_all, selector_string, serving_input_from_spec
+from gpupool.serving import RenderError, ServingInput, render_all, selector_string, serving_input_from_spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,8 @@ class ModelView:
     # Why the pool found no offer that can hold this model's pending pods (CPU, memory, disk,
     # taints, selectors), or None.
     unplaced: str | None = None
+    # The renderer (the controller passes one that remembers its last rendering).
+    render: Callable[[ServingInput], list[dict[str, Any]]] = render_all
 
 
 @dataclass
@@ -178,7 +180,7 @@ def decide(view: ModelView) -> Decision:
             model_size_gib=kept.weights_gib, pool_name=pool_name,
             pool_taints=list(view.pool_spec.get("taints") or []),
         )  # fmt: skip
-        decision.objects = render_all(inputs)
+        decision.objects = view.render(inputs)
     except RenderError as error:
         _not_ready(outcome, generation, "InvalidSpec", str(error))
         return decision
