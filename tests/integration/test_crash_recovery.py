@@ -17,6 +17,7 @@ schedule can be run again.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
@@ -24,8 +25,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
+from gpupool.controllers.kube import FINALIZER
+from gpupool.controllers.nodeclaim.launch import launch_request
+from gpupool.providers.registry import build_provider
 from tests.conftest import wait_for
 from tests.integration.conftest import GROUP, VERSION, Gpupool, OperatorProcess, SimCloud, ready_pods
 
@@ -238,3 +243,87 @@ def test_sigkills_during_provisioning_leave_every_claim_ready_with_one_instance(
         what="the claims gone and their instances terminated",
     )
     print(f"test took {time.monotonic() - started:.0f}s")
+
+
+def _cheapest_l4_spot(cloud: SimCloud) -> dict[str, Any]:
+    offers = httpx.get(f"{cloud.url}/v1/instance-types", timeout=5).json()["data"]
+    mine = [o for o in offers if o["gpu"] == "L4" and o.get("spotPrice") and o["gpuCount"] == 1]
+    return min(mine, key=lambda o: (o["spotPrice"], o["key"]))
+
+
+def test_a_node_that_joined_before_its_launch_was_recorded_is_taken_at_once(
+    gp: Gpupool, start_simcloud: Callable[..., SimCloud], operator: OperatorProcess
+) -> None:
+    """The kill between the cloud's "yes" and the claim's status write, made on purpose: the
+    instance exists and its Node is Ready before any operator knows the claim has it. Its
+    Node's events found no claim to wake; the restarted operator must still take it at once,
+    not at the claim's resync (a minute), and launch nothing new."""
+    cloud = start_simcloud()
+    provider = gp.create_provider("sim", cloud.url)
+    pool = gp.create_pool(
+        "pool", [provider], gpuTypes=["L4"], capacityTypes=["spot"], disruption={"consolidateAfter": "1h"}
+    )
+    wait_for(
+        lambda: (c := gp.condition(gp.get("gpuproviders", provider), "Ready")) and c["status"] == "True",
+        timeout=30, what="the provider Ready",
+    )  # fmt: skip
+    offer = _cheapest_l4_spot(cloud)
+    pool_uid = gp.get("gpupools", pool)["metadata"]["uid"]
+    operator.kill()
+    try:
+        # The claim as the pool writes it, then the launch as the claim controller sends it.
+        manifest = {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuNodeClaim",
+            "metadata": {
+                "name": gp.name("claim"), "labels": {"gpupool.dev/pool": pool}, "finalizers": [FINALIZER],
+                "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "GpuPool", "name": pool,
+                                     "uid": pool_uid, "blockOwnerDeletion": True}],
+            },
+            "spec": {"pool": pool, "offer": {
+                "provider": provider, "region": offer["region"], "zone": offer["zone"],
+                "instanceType": offer["instanceType"], "gpu": "L4", "gpuCount": 1,
+                "capacityType": "spot", "pricePerHour": offer["spotPrice"],
+            }},
+        }  # fmt: skip
+        claim = gp.custom.create_cluster_custom_object(GROUP, VERSION, "gpunodeclaims", manifest)
+        request = launch_request(
+            claim, cluster_name=operator.cluster_name, pool_labels={}, pool_taints=[], user_data_template=""
+        )
+
+        async def launch() -> str:
+            client = build_provider("sim", cloud.url, "", operator.cluster_name, name=provider)
+            try:
+                return (await client.create(request)).provider_id
+            finally:
+                await client.aclose()
+
+        provider_id = asyncio.run(launch())
+        wait_for(
+            lambda: any(
+                n.spec.provider_id == provider_id
+                and any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+                for n in gp.core.list_node().items
+            ),
+            timeout=30, what="the instance's Node Ready",
+        )  # fmt: skip
+    finally:
+        operator.start()
+    started = time.monotonic()
+    try:
+        wait_for(
+            lambda: (gp.get("gpunodeclaims", gp.name("claim")).get("status") or {}).get("phase") == "Ready",
+            timeout=20, what="the claim Ready after the restart",
+        )  # fmt: skip
+    except AssertionError as error:
+        status = gp.get("gpunodeclaims", gp.name("claim")).get("status")
+        raise AssertionError(f"{error}; the claim's status: {status}") from None
+    print(f"\nthe claim was Ready {time.monotonic() - started:.1f}s after the restart")
+    status = gp.get("gpunodeclaims", gp.name("claim"))["status"]
+    assert status["providerID"] == provider_id
+    assert [i["providerID"] for i in _ours(cloud, operator, pool)] == [provider_id], "launched again"
+
+    gp.custom.delete_cluster_custom_object(GROUP, VERSION, "gpupools", pool)
+    wait_for(
+        lambda: not gp.claims(pool) and not [i for i in _ours(cloud, operator, pool) if _live(i)],
+        timeout=60, what="the claim gone and its instance terminated",
+    )  # fmt: skip
