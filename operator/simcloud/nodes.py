@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -35,6 +36,8 @@ _NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
 _VALUE_RE = re.compile(rf"^({_NAME})?$")
 _NAME_RE = re.compile(rf"^{_NAME}$")
 _PREFIX_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Names the machine ids of simcloud's instances (any fixed UUID would do).
+_MACHINE_NAMESPACE = uuid.UUID("5c1d0e6a-5a0c-4f39-9f0e-6a8d0c1b2a3f")
 
 
 def is_label_key(key: str) -> bool:
@@ -71,6 +74,20 @@ def node_labels(instance: SimInstance) -> dict[str, str]:
     return {**tags, **{k: v for k, v in well_known.items() if is_label_value(v)}}
 
 
+def machine_ids(instance_id: str) -> tuple[str, str]:
+    """The machine-id and SMBIOS UUID the machine's kubelet reports (`nodeInfo.machineID`,
+    `nodeInfo.systemUUID`), the same for an instance on every render (simcloud restarts re-render).
+
+    Shaped as a real machine's: 32 hex digits, and a dashed UUID. Never the instance id, and
+    never text that YAML reads as a number: KWOK's node-initialize stage writes these fields
+    into YAML unquoted, and a value like "524397420553" or "123456789e12" (about one 12-hex
+    instance id in 220) fails that stage, so the Node never gets a condition and never turns
+    Ready. A dashed UUID is never a YAML number; a machine-id that starts with a letter is not.
+    """
+    machine = uuid.uuid5(_MACHINE_NAMESPACE, instance_id)
+    return "f" + machine.hex[1:], str(machine)
+
+
 def render_node(instance: SimInstance) -> dict[str, Any]:
     """The Node manifest of a booted instance (status included: the API server keeps a Node's
     status on create, which is how KWOK nodes get their capacity)."""
@@ -83,6 +100,7 @@ def render_node(instance: SimInstance) -> dict[str, Any]:
     }
     taints = [dict(GPU_TAINT)]
     taints += [{"key": k, "value": v, "effect": e} for k, v, e in instance.taints if k != GPU_RESOURCE]
+    machine_id, system_uuid = machine_ids(instance.id)
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -109,8 +127,8 @@ def render_node(instance: SimInstance) -> dict[str, Any]:
                 "osImage": "simcloud",
                 "kernelVersion": "simcloud",
                 "bootID": "",
-                "machineID": instance.id,
-                "systemUUID": instance.id,
+                "machineID": machine_id,
+                "systemUUID": system_uuid,
             },
             "phase": "Running",
         },

@@ -73,14 +73,25 @@ class SimCloud:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
 
+    def kill(self) -> None:
+        """SIGKILL, as when the cloud's control plane dies; `start` brings it back on the same
+        port and SQLite file, so it remembers every instance, as a real cloud does."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
     def fault(self, **rule: Any) -> None:
         httpx.post(f"{self.url}/admin/faults", json=rule, timeout=5).raise_for_status()
 
     def clear_faults(self) -> None:
         httpx.delete(f"{self.url}/admin/faults", timeout=5).raise_for_status()
 
-    def instances(self, cluster: str | None = None) -> list[dict[str, Any]]:
+    def instances(
+        self, cluster: str | None = None, *, include_terminated: bool = False
+    ) -> list[dict[str, Any]]:
         params = [("tag", f"gpupool.dev/cluster={cluster}")] if cluster else []
+        if include_terminated:
+            params.append(("includeTerminated", "true"))
         data: list[dict[str, Any]] = httpx.get(f"{self.url}/v1/instances", params=params, timeout=5).json()[
             "data"
         ]
@@ -113,14 +124,16 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
-    def start(self) -> None:
+    def start(self, check_after: float = 1.0) -> None:
+        """Start the process; after `check_after` seconds (0: do not wait) it must still run."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gpupool", "run", "--liveness-port", "0", "--metrics-port", str(self.metrics_port)],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT,
         )  # fmt: skip
-        time.sleep(1.0)
-        assert self.proc.poll() is None, f"operator exited at once; see {self.log_path}"
+        if check_after > 0:
+            time.sleep(check_after)
+            assert self.proc.poll() is None, f"operator exited at once; see {self.log_path}"
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no finalizers run, as when a node dies under the operator."""

@@ -11,7 +11,7 @@ import pytest
 
 from gpupool.controllers.gc import orphans
 from gpupool.controllers.nodeclaim.launch import launch_request, node_labels
-from gpupool.controllers.nodeclaim.registration import node_info, node_patch
+from gpupool.controllers.nodeclaim.registration import NodeInfo, node_info, node_patch, status_behind_node
 from gpupool.controllers.pool.consolidation import consolidation_candidates
 from gpupool.controllers.pool.pending import is_unschedulable, pod_demand, pod_gpus
 from gpupool.controllers.pool.provisioning import BatchWindow, batch_ready, claim_manifest, pool_capacity
@@ -265,3 +265,27 @@ class TestNodePatch:
 
     def test_a_node_without_provider_id_is_not_indexed(self) -> None:
         assert node_info({"metadata": {"name": "n"}, "spec": {}}) is None
+
+
+class TestStatusBehindNode:
+    """A claim's own change wakes it while its status lags its Node (whose events woke nobody)."""
+
+    def _node(self, *, ready: bool) -> NodeInfo:
+        return NodeInfo(
+            name="n1", provider_id="sim://1", ready=ready, unschedulable=False, labels={}, taints=()
+        )
+
+    def test_a_node_the_claim_has_not_recorded_yet(self) -> None:
+        launched = {"phase": "Launched", "providerID": "sim://1"}
+        assert status_behind_node(launched, self._node(ready=False))
+        assert status_behind_node(launched, self._node(ready=True))
+
+    def test_a_ready_node_of_a_claim_not_ready(self) -> None:
+        registered = {"phase": "Registered", "providerID": "sim://1", "nodeName": "n1"}
+        assert status_behind_node(registered, self._node(ready=True))
+        assert not status_behind_node(registered, self._node(ready=False))
+
+    def test_caught_up_or_no_node_yet(self) -> None:
+        ready = {"phase": "Ready", "providerID": "sim://1", "nodeName": "n1"}
+        assert not status_behind_node(ready, self._node(ready=True))
+        assert not status_behind_node({"phase": "Launched", "providerID": "sim://1"}, None)

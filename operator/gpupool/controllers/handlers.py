@@ -34,7 +34,7 @@ from gpupool.controllers.modeldeployment.controller import (
     ModelDeploymentController,
 )
 from gpupool.controllers.nodeclaim.controller import ClaimController
-from gpupool.controllers.nodeclaim.registration import NodeInfo
+from gpupool.controllers.nodeclaim.registration import NodeInfo, status_behind_node
 from gpupool.controllers.nodeclaim.termination import Retry, terminate_claim
 from gpupool.controllers.pool.controller import PoolController
 from gpupool.controllers.pool.pending import MODEL_LABEL, pod_demand
@@ -149,18 +149,24 @@ async def node_changed(body: kopf.Body, memo: kopf.Memo, claims_by_instance: Idx
 
 @kopf.on.event(GROUP, VERSION, "gpunodeclaims")  # type: ignore[arg-type]
 async def claim_changed(
+    name: str,
     spec: kopf.Spec,
     status: kopf.Status,
     memo: kopf.Memo,
     model_deployments_by_node: Idx,
     claim_phases: Idx,
+    nodes_by_provider_id: Idx,
     **_: Any,
 ) -> None:
     wakeups = _state(memo).wakeups
     wakeups.wake(("pool", spec.get("pool")))
-    node = status.get("nodeName")
-    if node:
-        wakeups.wake_all(("model", ns, name) for ns, name in model_deployments_by_node.get(node, ()))
+    # A Node whose events came before this claim's providerID was indexed woke nobody.
+    provider_id = status.get("providerID")
+    if provider_id and status_behind_node(status, _first(nodes_by_provider_id, provider_id)):
+        wakeups.wake(("claim", name))
+    node_name = status.get("nodeName")
+    if node_name:
+        wakeups.wake_all(("model", ns, md) for ns, md in model_deployments_by_node.get(node_name, ()))
     metrics.set_claims_by_phase({phase: len(claims) for phase, claims in claim_phases.items()})
 
 

@@ -113,8 +113,9 @@ async def reconcile_claim(
             status, claim, "Launched", True, "Launched",
             f"instance {launched.id} launched at {offer['provider']} in {offer['region']}",
         )  # fmt: skip
-        outcome.requeue_in(timeout)
-        return
+        # On to registration at once: after a crash between the launch and this record, the
+        # instance's Node may have joined already, and its events woke nobody (no claim knew
+        # its providerID yet), so nothing else would bring this claim back before its resync.
 
     # Launched: the instance must still exist, and not be on its way out. The provider's one
     # listing per interval says so for every claim at once; a listing asked before the launch

@@ -47,6 +47,18 @@ def node_info(body: Mapping[str, Any]) -> NodeInfo | None:
     )
 
 
+def status_behind_node(status: Mapping[str, Any], node: NodeInfo | None) -> bool:
+    """Whether a claim's status has yet to catch up with its Node: the Node joined and the claim
+    has not recorded it, or the Node is Ready and the claim is not.
+
+    A Node's events wake its claim through the claim's providerID; a Node that joins (after a
+    crash, even turns Ready) before its claim has recorded the instance wakes nobody, so the
+    claim's own next change must wake it."""
+    if node is None:
+        return False
+    return not status.get("nodeName") or (node.ready and status.get("phase") != "Ready")
+
+
 def node_patch(
     node: NodeInfo, labels: Mapping[str, str], pool_taints: Sequence[Mapping[str, str]]
 ) -> dict[str, Any] | None:
