@@ -61,6 +61,7 @@ bench: $(STAMP) ## print the benchmark figures: planner, then 100 ModelDeploymen
 bench-scale: $(STAMP) ## the control loop at scale, beside Karpenter's KWOK provider (fresh clusters)
 	PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/scale/run.py pods --count 100 --peer karpenter
 	PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/scale/run.py pods --count 1000 --peer karpenter --timeout 1200
+	PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/scale/run.py pods --count 1000 --peer karpenter --same-nodes --timeout 1200
 	PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/scale/run.py models --count 1000 --timeout 1200
 
 demo: $(STAMP) ## the whole story on the local cluster (leaves it running)
