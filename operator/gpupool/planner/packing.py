@@ -36,6 +36,8 @@ from gpupool.catalog.adjust import NO_UNAVAILABLE, Unavailable
 from gpupool.catalog.offers import CAPACITY_TYPES, CapacityType, Offer
 from gpupool.planner.offer_fit import (
     ClassKey,
+    OfferTable,
+    Ratio,
     by_gpu,
     instance_kinds,
     offer_table,
@@ -236,14 +238,22 @@ def pack_pods(
         classes.setdefault((*allowed(pod), pod.constraints, ratio_of(pod.requests, pod.gpus)), []).append(pod)
     usable = usable_offers(offers, limits, unavailable, now)
     grouped = by_gpu(usable)
+    shared: dict[tuple[PodConstraints, Ratio], OfferTable] = {}
     kinds = {}
     for key in classes:
-        gpu_models = key[0]
-        # Only the class's GPU models: with many classes, most offers concern none of them.
-        candidates = (
-            usable if gpu_models is None else [u for g in sorted(gpu_models) for u in grouped.get(g, ())]
-        )
-        kinds[key] = instance_kinds(offer_table(candidates, limits, key[2], key[3]), gpu_models, key[1])
+        gpu_models, constraints, ratio = key[0], key[2], key[3]
+        if not (constraints.node_selector or constraints.terms):
+            # No label to check per offer: one table serves every class with these constraints.
+            if (constraints, ratio) not in shared:
+                shared[(constraints, ratio)] = offer_table(usable, limits, constraints, ratio)
+            table = shared[(constraints, ratio)]
+        else:
+            # Only the class's GPU models: with many classes, most offers concern none of them.
+            candidates = (
+                usable if gpu_models is None else [u for g in sorted(gpu_models) for u in grouped.get(g, ())]
+            )
+            table = offer_table(candidates, limits, constraints, ratio)
+        kinds[key] = instance_kinds(table, gpu_models, key[1])
     reasons: dict[tuple[Any, ...], str] = {}
     tables = {key: cover_table(kinds[key]) for key in classes}
     order = sorted(
