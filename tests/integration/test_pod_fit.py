@@ -31,14 +31,17 @@ def _degraded_message(gp: Gpupool, plural: str, name: str) -> str:
 def _quiet(operator: OperatorProcess, seconds: float) -> tuple[float, float]:
     """Pool reconciles and API writes the operator makes over `seconds` (a rate, so a window)."""
     port = operator.metrics_port
-    reconciles = counter(port, "gpupool_reconcile_total", controller="pool")
-    writes = sum(counter(port, "gpupool_kube_requests_total", verb=v) for v in ("patch", "create", "apply"))
+
+    def now() -> tuple[float, float]:
+        writes = sum(
+            counter(port, "gpupool_kube_requests_total", verb=v) for v in ("patch", "create", "apply")
+        )
+        return counter(port, "gpupool_reconcile_total", controller="pool"), writes
+
+    reconciles, writes = now()
     time.sleep(seconds)
-    return (
-        counter(port, "gpupool_reconcile_total", controller="pool") - reconciles,
-        sum(counter(port, "gpupool_kube_requests_total", verb=v) for v in ("patch", "create", "apply"))
-        - writes,
-    )
+    reconciles_after, writes_after = now()
+    return reconciles_after - reconciles, writes_after - writes
 
 
 def test_a_pod_asking_more_cpu_than_any_offer_buys_nothing_and_names_cpu(

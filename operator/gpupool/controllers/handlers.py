@@ -37,7 +37,7 @@ from gpupool.controllers.nodeclaim.controller import ClaimController
 from gpupool.controllers.nodeclaim.registration import NodeInfo, status_behind_node
 from gpupool.controllers.nodeclaim.termination import Retry, terminate_claim
 from gpupool.controllers.pool.controller import PoolController
-from gpupool.controllers.pool.pending import MODEL_LABEL, pod_demand
+from gpupool.controllers.pool.pending import MODEL_LABEL, pod_pool
 from gpupool.controllers.provider.controller import ProviderController
 from gpupool.controllers.provider.refresh import client_for
 from gpupool.controllers.state import OperatorState
@@ -131,9 +131,9 @@ async def pod_changed(
     body: kopf.Body, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
     wakeups = _state(memo).wakeups
-    demand = pod_demand(body)
-    if demand is not None:
-        wakeups.wake(("pool", demand.pool))
+    pool = pod_pool(body.get("spec") or {})
+    if pool is not None:
+        wakeups.wake(("pool", pool))
     model = labels.get(MODEL_LABEL)
     if model:
         wakeups.wake(("model", namespace, model))

@@ -26,6 +26,7 @@ from gpupool.controllers.pool.pending import (
     is_daemon_or_finished,
     is_unschedulable,
     pod_demand,
+    pod_gpus,
     pod_usage,
 )
 
@@ -35,10 +36,8 @@ MANAGED = {"app.kubernetes.io/managed-by": "gpupool"}
 @kopf.index("pods")
 async def unschedulable_gpu_pods(body: kopf.Body, **_: Any) -> dict[str, PodDemand]:
     """pool -> pods that want a GPU of that pool and fit no node."""
-    demand = pod_demand(body)
-    if demand is None or not is_unschedulable(body):
-        return {}
-    return {demand.pool: demand}
+    demand = pod_demand(body) if is_unschedulable(body) else None
+    return {} if demand is None else {demand.pool: demand}
 
 
 @kopf.index("pods")
@@ -70,9 +69,8 @@ async def model_pods(
     ready = any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
     )
-    demand = pod_demand(body)
     key = (namespace, labels[MODEL_LABEL])
-    return {key: PodPlacement(node=node, gpus=demand.gpus if demand else 0, ready=ready)}
+    return {key: PodPlacement(node=node, gpus=pod_gpus(body.get("spec") or {}), ready=ready)}
 
 
 @kopf.index("pods", labels={MODEL_LABEL: kopf.PRESENT})

@@ -22,7 +22,7 @@ from gpupool.catalog.offers import CAPACITY_TYPES, CapacityType, Offer
 from gpupool.planner.partition import InstanceKind
 from gpupool.planner.placement import PoolConstraints
 from gpupool.planner.resources import Allocatable, Resources, allocatable, format_bytes, format_cpu
-from gpupool.planner.scheduling import GPU_TAINT, PodConstraints, node_labels, refusal
+from gpupool.planner.scheduling import PodConstraints, node_labels, node_taints, refusal
 
 OfferTable = dict[tuple[str, int], dict[CapacityType, InstanceKind]]
 # CPU, memory and disk per GPU: pods with the same ratio pack like GPUs alone. Pod slots are
@@ -61,20 +61,12 @@ def effective_size(room: Allocatable, gpus: int, ratio: Ratio) -> int:
     return max(size, 0)
 
 
-def node_taints(limits: PoolConstraints) -> tuple[tuple[str, str, str], ...]:
-    return (GPU_TAINT, *(t for t in limits.node_taints if t[0] != GPU_TAINT[0]))
-
-
 def node_refusal(
     constraints: PodConstraints, offer: Offer, capacity: CapacityType, limits: PoolConstraints
 ) -> str | None:
     """Why a pod with these constraints would not be scheduled on this offer's node, or None."""
-    labels = (
-        _labels(offer, capacity, limits.name, limits.node_labels)
-        if constraints.node_selector or constraints.terms
-        else {}
-    )
-    return refusal(constraints, labels, node_taints(limits))
+    labels = _labels(offer, capacity, limits.name, limits.node_labels) if constraints.reads_labels else {}
+    return refusal(constraints, labels, node_taints(limits.node_taints))
 
 
 @functools.lru_cache(maxsize=16384)
@@ -144,29 +136,24 @@ def offer_table(
 ) -> OfferTable:
     """The cheapest usable offer per (GPU, effective size, capacity type) for one class of pods."""
     table: OfferTable = {}
-    by_labels = constraints is not None and bool(constraints.node_selector or constraints.terms)
+    per_offer = constraints if constraints is not None and constraints.reads_labels else None
     if (
         constraints is not None
-        and not by_labels
-        and refusal(constraints, {}, node_taints(limits)) is not None
+        and per_offer is None
+        and refusal(constraints, {}, node_taints(limits.node_taints))
     ):
         return table  # the pool's taints alone keep these pods off every node it could buy
     sized = ratio != NO_RATIO
     for offer, capacity, price in usable:
-        if by_labels and node_refusal(constraints, offer, capacity, limits) is not None:  # type: ignore[arg-type]
+        if per_offer is not None and node_refusal(per_offer, offer, capacity, limits) is not None:
             continue
-        size = effective_size(_allocatable(offer), offer.gpu_count, ratio) if sized else offer.gpu_count
+        size = effective_size(allocatable(offer), offer.gpu_count, ratio) if sized else offer.gpu_count
         if size <= 0:
             continue
         slot = table.setdefault((offer.gpu, size), {})
         if capacity not in slot:  # `usable` is cheapest first: the first one seen wins
             slot[capacity] = InstanceKind(offer, capacity, price, size)
     return table
-
-
-@functools.lru_cache(maxsize=16384)
-def _allocatable(offer: Offer) -> Allocatable:
-    return allocatable(offer)
 
 
 def instance_kinds(

@@ -153,16 +153,23 @@ def _assign(
     return bins
 
 
-def _fits_existing(
+def _may_host(
     pod: PendingPod,
+    allowed: tuple[frozenset[str] | None, tuple[CapacityType, ...]],
     gpu: str,
     capacity: CapacityType | None,
-    gpus: frozenset[str] | None,
-    capacities: tuple[CapacityType, ...],
+    offer: Offer | None,
+    room: Allocatable,
+    limits: PoolConstraints,
 ) -> bool:
+    """Whether `pod` (its allowed GPU models and capacity types given) may go on a node that
+    exists or is on its way, with `room` left on it."""
+    gpus, capacities = allowed
     if gpus is not None and gpu not in gpus:
         return False
-    return capacity is None or capacity in capacities
+    if capacity is not None and capacity not in capacities:
+        return False
+    return room_for(pod.requests, pod.constraints, offer, capacity, room, limits)
 
 
 def pack_pods(
@@ -208,14 +215,13 @@ def pack_pods(
         if pod.gpus <= 0:
             unplaced[pod.name] = "asks for no GPUs"
             continue
-        gpus, capacities = allowed(pod)
+        may = allowed(pod)
         best: _Shape | None = None
         for shape, names in buckets.items():
             gpu, capacity, offer, free, room = shape
             if (
                 free >= pod.gpus
-                and _fits_existing(pod, gpu, capacity, gpus, capacities)
-                and room_for(pod.requests, pod.constraints, offer, capacity, room, limits)
+                and _may_host(pod, may, gpu, capacity, offer, room, limits)
                 and (best is None or (free - pod.gpus, names[0]) < (best[3] - pod.gpus, buckets[best][0]))
             ):
                 best = shape
@@ -242,7 +248,7 @@ def pack_pods(
     kinds = {}
     for key in classes:
         gpu_models, constraints, ratio = key[0], key[2], key[3]
-        if not (constraints.node_selector or constraints.terms):
+        if not constraints.reads_labels:
             # No label to check per offer: one table serves every class with these constraints.
             if (constraints, ratio) not in shared:
                 shared[(constraints, ratio)] = offer_table(usable, limits, constraints, ratio)
@@ -288,12 +294,12 @@ def pack_pods(
                 b
                 for b in bins_with_room
                 if b.free >= pod.gpus
-                and _fits_existing(pod, b.kind.offer.gpu, b.kind.capacity_type, gpus, capacities)
-                and room_for(
-                    pod.requests,
-                    pod.constraints,
-                    b.kind.offer,
+                and _may_host(
+                    pod,
+                    (gpus, capacities),
+                    b.kind.offer.gpu,
                     b.kind.capacity_type,
+                    b.kind.offer,
                     allocatable(b.kind.offer).minus(b.requests),
                     limits,
                 )

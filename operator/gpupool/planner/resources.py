@@ -15,6 +15,7 @@ marketplace that does not publish vCPUs) is not checked: None means unknown, not
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from gpupool.catalog.offers import Offer
@@ -103,6 +104,7 @@ def reserved_memory_bytes(max_pods: int = MAX_PODS) -> int:
     return (255 + 11 * max_pods) * MIB + EVICTION_MEMORY_BYTES
 
 
+@functools.lru_cache(maxsize=16384)  # the packer asks about the same offers in every batch
 def allocatable(offer: Offer) -> Allocatable:
     """What a Node of this offer will have allocatable, as far as the catalog knows."""
     cpu = offer.vcpus * 1000 - reserved_cpu_milli(offer.vcpus) if offer.vcpus else None

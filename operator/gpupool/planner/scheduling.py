@@ -10,7 +10,7 @@ not known, so a pod that requires a particular hostname never gets a new node.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gpupool.catalog.offers import CapacityType, Offer
@@ -74,26 +74,45 @@ class PodConstraints:
     terms: tuple[tuple[Requirement, ...], ...] = ()
     tolerations: tuple[Toleration, ...] = ()
 
+    @property
+    def reads_labels(self) -> bool:
+        """Whether the node's labels matter (else only its taints do)."""
+        return bool(self.node_selector or self.terms)
+
 
 ANY_NODE = PodConstraints(tolerations=(Toleration(key=GPU_TAINT[0], operator="Exists"),))
+
+
+def node_taints(pool_taints: Iterable[tuple[str, str, str]]) -> tuple[tuple[str, str, str], ...]:
+    """Every taint a node of the pool carries: the GPU taint, then the pool's own."""
+    return (GPU_TAINT, *(t for t in pool_taints if t[0] != GPU_TAINT[0]))
+
+
+def gpupool_labels(pool: str, gpu: str, gpu_count: int, capacity_type: str, provider: str) -> dict[str, str]:
+    """The labels the operator itself puts on every node it bought (nodeclaim/launch.py)."""
+    return {
+        "gpupool.dev/pool": pool,
+        "gpupool.dev/gpu": gpu,
+        "gpupool.dev/gpu-count": str(gpu_count),
+        "gpupool.dev/capacity-type": capacity_type,
+        "gpupool.dev/provider": provider,
+    }
 
 
 def node_labels(
     offer: Offer, capacity_type: CapacityType, pool: str, pool_labels: Mapping[str, str]
 ) -> dict[str, str]:
-    """The labels a Node bought from this offer for this pool will carry, hostname aside."""
+    """The labels a Node bought from this offer for this pool will carry, hostname aside: the
+    pool's, the well-known ones its kubelet and cloud set, and gpupool's (which win). A zone is
+    expected only where the offer has one."""
     return {
         **dict(pool_labels),
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "arm64" if offer.cpu_arch in ("arm64", "aarch64") else "amd64",
         "node.kubernetes.io/instance-type": offer.instance_type,
         "topology.kubernetes.io/region": offer.region,
-        "topology.kubernetes.io/zone": offer.zone or offer.region,
-        "gpupool.dev/pool": pool,
-        "gpupool.dev/gpu": offer.gpu,
-        "gpupool.dev/gpu-count": str(offer.gpu_count),
-        "gpupool.dev/capacity-type": capacity_type,
-        "gpupool.dev/provider": offer.provider,
+        **({"topology.kubernetes.io/zone": offer.zone} if offer.zone else {}),
+        **gpupool_labels(pool, offer.gpu, offer.gpu_count, capacity_type, offer.provider),
     }
 
 

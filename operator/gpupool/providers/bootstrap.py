@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from string import Template
 
+from gpupool.planner.scheduling import node_taints
 from gpupool.providers.base import LaunchRequest
 
 DEFAULT_USER_DATA_TEMPLATE = """#!/bin/bash
@@ -43,12 +44,10 @@ YAML
 kubeadm join --config /etc/kubernetes/gpupool-join.yaml
 """
 
-GPU_TAINT = ("nvidia.com/gpu", "present", "NoSchedule")
-
 
 def bootstrap_variables(request: LaunchRequest) -> dict[str, str]:
     """The template variables that come from the claim itself."""
-    all_taints = (GPU_TAINT, *(t for t in request.taints if t[0] != GPU_TAINT[0]))
+    all_taints = node_taints(request.taints)
     return {
         "GPUPOOL_CLUSTER_NAME": request.cluster_name,
         "GPUPOOL_CLAIM_NAME": request.claim_name,

@@ -197,18 +197,12 @@ def decide(view: ModelView) -> Decision:
     )
     if kept.cost_per_million_tokens is not None:
         status["costPerMillionTokens"] = round(kept.cost_per_million_tokens, 4)
-    _report(status, view, kept, wanted, replicas, ready, updated)
-    if view.unplaced and ready < replicas:
-        message = f"GpuPool {pool_name} has no offer whose node can hold its pods: {view.unplaced}"[:1000]
-        already = next((c for c in view.status.get("conditions") or () if c.get("type") == "Degraded"), None)
-        if not already or already.get("message") != message:
-            outcome.warn("NoNodeFits", message)
-        put_condition(status, "Degraded", True, "NoNodeFits", message, generation)
+    _report(outcome, view, kept, wanted, replicas, ready, updated)
     return decision
 
 
 def _report(
-    status: dict[str, Any],
+    outcome: Outcome,
     view: ModelView,
     kept: KeptPlacement,
     wanted: int,
@@ -216,10 +210,18 @@ def _report(
     ready: int,
     updated: int,
 ) -> None:
+    status = outcome.status
     generation = view.generation
     pool_name = view.spec.pool
     starved = view.pool_degraded
-    if replicas < wanted:
+    if view.unplaced and ready < replicas:
+        # The pool can buy nothing its pods fit on (CPU, memory, a taint): no wait will help.
+        message = f"GpuPool {pool_name} has no offer whose node can hold its pods: {view.unplaced}"[:1000]
+        already = next((c for c in view.status.get("conditions") or () if c.get("type") == "Degraded"), None)
+        if not already or already.get("message") != message:
+            outcome.warn("NoNodeFits", message)
+        put_condition(status, "Degraded", True, "NoNodeFits", message, generation)
+    elif replicas < wanted:
         put_condition(
             status, "Degraded", True, "BudgetExceeded",
             f"spec.maxHourlyCost: {wanted} replicas would cost ${kept.hourly_cost(wanted):.2f}/h, over the "

@@ -13,10 +13,10 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gpupool.planner.scheduling import gpupool_labels
 from gpupool.providers.base import LaunchRequest
 from gpupool.providers.bootstrap import DEFAULT_USER_DATA_TEMPLATE, render_user_data
 
-POOL_LABEL = "gpupool.dev/pool"
 CLAIM_LABEL = "gpupool.dev/claim"
 
 
@@ -25,11 +25,15 @@ def node_labels(claim: Mapping[str, Any], pool_labels: Mapping[str, str]) -> dic
     offer = claim["spec"]["offer"]
     return {
         **dict(pool_labels),
-        POOL_LABEL: claim["spec"]["pool"],
         CLAIM_LABEL: claim["metadata"]["name"],
-        "gpupool.dev/gpu": offer["gpu"],
-        "gpupool.dev/capacity-type": offer["capacityType"],
-        "gpupool.dev/provider": offer["provider"],
+        # The same labels the packer expected the node to have when it bought it.
+        **gpupool_labels(
+            claim["spec"]["pool"],
+            offer["gpu"],
+            int(offer["gpuCount"]),
+            offer["capacityType"],
+            offer["provider"],
+        ),
     }
 
 

@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+from gpupool.planner import scheduling
+
+GPU_TAINT = dict(zip(("key", "value", "effect"), scheduling.GPU_TAINT, strict=True))
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,27 +131,33 @@ def pod_gpus(spec: Mapping[str, Any]) -> int:
     return max(main, init)
 
 
-def _required_values(spec: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    selector = spec.get("nodeSelector") or {}
-    if key in selector:
-        return (str(selector[key]),)
-    affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    ) or {}
+def _required_values(constraints: PodConstraints, key: str) -> tuple[str, ...]:
+    selected = dict(constraints.node_selector)
+    if key in selected:
+        return (selected[key],)
     # Terms are ORed; gpupool's own pods have one. With several, take the union (a superset
     # is safe: the scheduler still enforces the real rule on the node we make).
-    values: list[str] = []
-    for term in affinity.get("nodeSelectorTerms") or []:
-        for expression in term.get("matchExpressions") or []:
-            if expression.get("key") == key and expression.get("operator") == "In":
-                values.extend(str(v) for v in expression.get("values") or [])
-    return tuple(sorted(set(values)))
+    values = {
+        value
+        for term in constraints.terms
+        for requirement in term
+        if requirement.key == key and requirement.operator == "In"
+        for value in requirement.values
+    }
+    return tuple(sorted(values))
+
+
+def pod_pool(spec: Mapping[str, Any]) -> str | None:
+    """The pool a GPU pod selects, or None (cheap: no resource quantities are read)."""
+    pools = _required_values(pod_constraints(spec), POOL_KEY)
+    return pools[0] if len(pools) == 1 and pod_gpus(spec) > 0 else None
 
 
 def pod_demand(pod: Mapping[str, Any]) -> PodDemand | None:
     """The pod's demand on a pool, or None if it selects no pool or wants no GPU."""
     spec = pod.get("spec") or {}
-    pools = _required_values(spec, POOL_KEY)
+    constraints = pod_constraints(spec)
+    pools = _required_values(constraints, POOL_KEY)
     gpus = pod_gpus(spec)
     if len(pools) != 1 or gpus <= 0:
         return None
@@ -161,10 +167,10 @@ def pod_demand(pod: Mapping[str, Any]) -> PodDemand | None:
         name=meta.get("name", ""),
         pool=pools[0],
         gpus=gpus,
-        gpu_types=_required_values(spec, GPU_KEY),
-        capacity_types=_required_values(spec, CAPACITY_KEY),
+        gpu_types=_required_values(constraints, GPU_KEY),
+        capacity_types=_required_values(constraints, CAPACITY_KEY),
         requests=pod_requests(spec),
-        constraints=pod_constraints(spec),
+        constraints=constraints,
         uid=meta.get("uid", ""),
         model=(meta.get("labels") or {}).get(MODEL_LABEL),
     )
