@@ -46,14 +46,9 @@ from gpupool.catalog import Offer, load_offers_csv
 from gpupool.controllers.modeldeployment.plan import kept_from_plan
 from gpupool.controllers.nodeclaim.launch import CLAIM_LABEL
 from gpupool.controllers.pool.pending import pod_demand
-from gpupool.planner import (
-    PendingPod,
-    pack_pods,
-    plan_deployment,
-    pool_constraints_from_spec,
-    request_from_spec,
-)
+from gpupool.planner import PendingPod, pack_pods, plan_deployment, pool_constraints_from_spec
 from gpupool.planner.scheduling import gpupool_labels
+from gpupool.planner.spec import request_from_spec
 from gpupool.providers.base import TAG_CLAIM, TAG_CLAIM_UID, TAG_CLUSTER
 from gpupool.providers.sim import offer_from_simcloud
 from gpupool.serving import render_all, serving_input_from_spec
@@ -83,9 +78,9 @@ def pool_spec(scenario: str) -> dict[str, Any]:
     return {"providers": ["sim"], "capacityTypes": ["on-demand"], **regions}
 
 
-def pending(template: dict[str, Any], replicas: int, name: str) -> list[PendingPod]:
-    """The pool controller's view of `replicas` pending pods of a pod template."""
-    demand = pod_demand({"metadata": {"name": name, "namespace": NAMESPACE}, "spec": template["spec"]})
+def pending(pod: dict[str, Any], replicas: int, name: str) -> list[PendingPod]:
+    """The pool controller's view of `replicas` pending pods like `pod` (a pod or pod template)."""
+    demand = pod_demand({"metadata": {"name": name, "namespace": NAMESPACE}, "spec": pod["spec"]})
     assert demand is not None, f"{name}: its pods ask no GPU of a pool"
     return [
         PendingPod(name=f"{name}-{i}", gpus=demand.gpus, gpu_types=demand.gpu_types, pool=POOL,
@@ -133,17 +128,14 @@ def model_units(count: int) -> list[Unit]:
     """run.py's N ModelDeployments, each with the objects gpupool renders for it (owner uid later)."""
     offers = [offer_from_simcloud("sim", offer_json(o, True)).offer for o in shipped_simcloud_offers()]
     constraints = pool_constraints_from_spec(pool_spec("models"), name=POOL)
-    plans = {}
+    plans: dict[str, Any] = {}
     units = []
     for i in range(count):
         name, model = f"m{i:04d}", MODELS[i % len(MODELS)]
         wire = {"model": model, "pool": POOL, "engine": {"maxModelLen": 4096}}
         spec = ModelDeploymentSpec.from_k8s(wire).to_k8s()
-        if model not in plans:
-            plans[model] = kept_from_plan(
-                plan_deployment(request_from_spec(spec), offers, constraints), "", ()
-            )
-        kept = plans[model]
+        plan = plans.get(model) or plan_deployment(request_from_spec(spec), offers, constraints)
+        kept = kept_from_plan(plans.setdefault(model, plan), "", ())
         inputs = serving_input_from_spec(
             name, NAMESPACE, "", 1, spec, gpu_types=[kept.gpu], gpus_per_replica=kept.gpus_per_replica,
             tensor_parallel_size=kept.tensor_parallel_size, max_model_len=kept.max_model_len,
@@ -165,13 +157,9 @@ class Creator:
             "Node": core.create_node,
             "Deployment": lambda body, **kw: apps.create_namespaced_deployment(NAMESPACE, body, **kw),
             "Service": lambda body, **kw: core.create_namespaced_service(NAMESPACE, body, **kw),
-            "PodDisruptionBudget": lambda body, **kw: policy.create_namespaced_pod_disruption_budget(
-                NAMESPACE, body, **kw
-            ),
-            "ModelDeployment": lambda body, **kw: custom.create_namespaced_custom_object(
-                GROUP, VERSION, NAMESPACE, "modeldeployments", body, **kw
-            ),
-        }
+            "PodDisruptionBudget": lambda body, **kw: policy.create_namespaced_pod_disruption_budget(NAMESPACE, body, **kw),
+            "ModelDeployment": lambda body, **kw: custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "modeldeployments", body, **kw),
+        }  # fmt: skip
 
     def unit(self, objects: Unit) -> None:
         owner = ""
@@ -203,11 +191,6 @@ def schedulable_nodes(api: client.ApiClient) -> int:
     )
 
 
-def ready_deployments(api: client.ApiClient) -> int:
-    items = _items(client.AppsV1Api(api).list_namespaced_deployment, NAMESPACE)
-    return sum(1 for d in items if (d.get("status") or {}).get("readyReplicas", 0) == d["spec"]["replicas"])
-
-
 def activity(cluster: Cluster, since: datetime, top: int = 8) -> str:
     """The busiest kinds of request since `since` (audit log, watches excluded), by client program,
     each with its first and last second: which component is still at work when the run ends."""
@@ -226,6 +209,49 @@ def activity(cluster: Cluster, since: datetime, top: int = 8) -> str:
     return "\n".join(f"  {len(ts):6,}  {min(ts):6.1f} .. {max(ts):6.1f} s  {key}" for key, ts in busiest)
 
 
+class TopUp:
+    """gpupool's next batch, for pods the scheduler leaves without GPUs on the planned nodes.
+
+    gpupool's packer packs pods tightly; the scheduler spreads them (LeastAllocated), so a 2-GPU
+    pod can find only single free GPUs on several nodes. gpupool then buys for the pods still
+    Pending; so does this, with its packer, once every node has been schedulable for
+    QUIET_SECONDS (longer than the scheduler's 10 s backoff) and some pod is still Unschedulable.
+    """
+
+    QUIET_SECONDS = 12
+
+    def __init__(self, admin: client.ApiClient, creator: Creator, scenario: str, cluster: str) -> None:
+        self.admin, self.creator, self.scenario, self.cluster = admin, creator, scenario, cluster
+        self.expected, self.added, self.offers, self.next_look = 0, 0, list[Offer](), 0.0
+        self.quiet_since: float | None = None
+
+    def nodes(self, offers: list[Offer]) -> None:
+        self.offers += offers
+        self.expected += len(offers)
+        self.creator.all([[node_manifest(o, self.cluster)] for o in offers])
+
+    def check(self) -> None:
+        """At most every 5 s: each look lists every node, which costs the API server too."""
+        if time.monotonic() < self.next_look:
+            return
+        self.next_look = time.monotonic() + 5
+        if schedulable_nodes(self.admin) < self.expected:
+            self.quiet_since = None
+            return
+        self.quiet_since = self.quiet_since or time.monotonic()
+        if time.monotonic() - self.quiet_since < self.QUIET_SECONDS:
+            return
+        stuck = [p for p in _items(client.CoreV1Api(self.admin).list_namespaced_pod, NAMESPACE)
+                 if not p["spec"].get("nodeName") and any(c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
+                                                          for c in p["status"].get("conditions") or [])]  # fmt: skip
+        if stuck:
+            offers, _ = node_offers(self.scenario, [q for p in stuck for q in pending(p, 1, p["metadata"]["name"])], [])  # fmt: skip
+            print(f"floor: {len(stuck)} pods Unschedulable on the planned nodes; {len(offers)} more nodes")
+            self.added += len(offers)
+            self.nodes(offers)
+            self.quiet_since = None
+
+
 def run_variant(
     scenario: str, count: int, nodes_first: bool, timeout: float, claimed: Sequence[Any]
 ) -> Result:
@@ -233,50 +259,55 @@ def run_variant(
     variant = "a" if nodes_first else "b"
     cluster = fresh_cluster(f"floor-{scenario}-{variant}")
     try:
-        admin = config.new_client_from_config(config_file=cluster.kubeconfig)
-        client.CoreV1Api(admin).create_namespace(
-            client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE))
-        )
+        admin = config.new_client_from_config(config_file=cluster.kubeconfig)  # type: ignore[no-untyped-call]
+        namespace = client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE))
+        client.CoreV1Api(admin).create_namespace(namespace)
         if scenario == "models":
             from tests.conftest import apply_crds
 
             apply_crds(admin)
             workload = model_units(count)
             pods = [p for u in workload for p in pending(u[1]["spec"]["template"], u[1]["spec"]["replicas"], u[1]["metadata"]["name"])]  # fmt: skip
-            done: Callable[[], int] = lambda: ready_deployments(admin)  # noqa: E731
+            finished: Callable[[], int] = lambda: sum(  # noqa: E731
+                1 for d in _items(client.AppsV1Api(admin).list_namespaced_deployment, NAMESPACE)
+                if (d.get("status") or {}).get("readyReplicas", 0) == d["spec"]["replicas"])  # fmt: skip
         else:
             deployment = gpu_pods("burst", count, {"gpupool.dev/pool": POOL})
             workload, pods = [[deployment]], pending(deployment["spec"]["template"], count, "burst")
-            done = lambda: running_pods(client.CoreV1Api(admin), NAMESPACE)  # noqa: E731
+            finished = lambda: running_pods(client.CoreV1Api(admin), NAMESPACE)  # noqa: E731
         offers, source = node_offers(scenario, pods, claimed)
-        kinds = Counter(o.instance_type for o in offers)
-        print(
-            f"floor ({variant}): {len(offers)} nodes from {source}: "
-            + ", ".join(f"{n} {k}" for k, n in kinds.most_common())
-        )
-        nodes = [[node_manifest(o, cluster.name)] for o in offers]
+        kinds = ", ".join(f"{n} {k}" for k, n in Counter(o.instance_type for o in offers).most_common())
+        print(f"floor ({variant}): {len(offers)} nodes from {source}: {kinds}")
         tmp = Path(tempfile.mkdtemp(prefix="floor-scale-"))
         kc = admin_service_account_kubeconfig(cluster.kubeconfig, BENCH_NS, "floor", tmp / "floor.kubeconfig")
-        creator = Creator(config.new_client_from_config(config_file=str(kc)))
+        creator = Creator(config.new_client_from_config(config_file=str(kc)))  # type: ignore[no-untyped-call]
+        top_up = TopUp(admin, creator, scenario, cluster.name)
         if nodes_first:
             began, cp = time.monotonic(), cluster.control_plane_cpu()
-            creator.all(nodes)
+            top_up.nodes(offers)
             created = time.monotonic() - began
-            while schedulable_nodes(admin) < len(nodes) and time.monotonic() - began < timeout:
+            while schedulable_nodes(admin) < len(offers) and time.monotonic() - began < timeout:
                 time.sleep(1)
-            print(f"floor (a): {len(nodes)} nodes created in {created:.1f} s, Ready and untainted after {time.monotonic() - began:.1f} s, "
-                  f"control-plane CPU {cluster.control_plane_cpu() - cp:.1f} s (before the clock)")  # fmt: skip
+            print(f"floor (a): {len(offers)} nodes created in {created:.1f} s, Ready and untainted after "
+                  f"{time.monotonic() - began:.1f} s, control-plane CPU {cluster.control_plane_cpu() - cp:.1f} s "
+                  "(before the clock)")  # fmt: skip
 
         def start() -> None:
-            creator.all(workload)
+            top_up.creator.all(workload)
             if not nodes_first:  # the ideal provisioner: every node at once, the moment the pods exist
-                creator.all(nodes)
+                top_up.nodes(offers)
 
-        label = "floor (a) nodes first" if nodes_first else "floor (b) workload first"
-        since = datetime.now(UTC)
+        def done() -> int:
+            if (ready := finished()) < count:
+                top_up.check()
+            return ready
+
+        label, since = f"floor ({variant}) {'nodes' if nodes_first else 'workload'} first", datetime.now(UTC)
         result = measure(label, cluster, os.getpid(), USER, count, start, done, timeout)
         print(f"{label}: requests, first .. last second after the clock started:\n{activity(cluster, since)}")
-        result.nodes, result.cost_per_hour = len(offers), sum(o.on_demand_price or 0.0 for o in offers)
+        if top_up.added:
+            print(f"{label}: {top_up.added} nodes more than planned (the scheduler spread the pods)")
+        result.nodes, result.cost_per_hour = len(top_up.offers), sum(o.on_demand_price or 0 for o in top_up.offers)  # fmt: skip
         return result
     finally:
         cluster.down()
@@ -305,9 +336,7 @@ def report(gpupool: Result | None, floors: list[Result], what: str) -> None:
     print("| | " + " | ".join([r.name for r in columns] + shares) + " |")
     print("|---|" + "---:|" * (len(columns) + len(shares)))
     for label, show, value in rows:
-        cells = [show(r) for r in columns] + (
-            [share(value(f), value(gpupool)) for f in floors] if gpupool else []
-        )
+        cells = [show(r) for r in columns] + [share(value(f), value(gpupool)) for f in floors if gpupool]
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 
@@ -315,7 +344,5 @@ def run_floor_peer(scenario: str, count: int, timeout: float, gpupool: Result | 
     """Both floor variants after gpupool's run (if any), then the table; 0 if all finished."""
     claimed = gpupool.claim_offers if gpupool else []
     floors = [run_variant(scenario, count, nodes_first, timeout, claimed) for nodes_first in (True, False)]
-    report(
-        gpupool, floors, f"{count} pending 1-GPU pods" if scenario == "pods" else f"{count} ModelDeployments"
-    )
+    report(gpupool, floors, f"{count} pending 1-GPU pods" if scenario == "pods" else f"{count} ModelDeployments")  # fmt: skip
     return 0 if all(r.done >= r.count for r in [*floors, *([gpupool] if gpupool else [])]) else 1
