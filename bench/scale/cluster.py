@@ -74,13 +74,13 @@ class Cluster:
             if not entry.name.isdigit():
                 continue
             try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if marker in cmdline and any(
-                b in cmdline
-                for b in ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
-            ):
+            # By the binary's name: a client's command line (simcloud's --kubeconfig) names the
+            # cluster's directory, which has "kwok" in its path, too.
+            cmdline = b" ".join(argv).decode(errors="replace")
+            if marker in cmdline and Path(argv[0].decode(errors="replace")).name in CONTROL_PLANE:
                 pids.append(int(entry.name))
         return pids
 
