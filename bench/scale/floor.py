@@ -332,7 +332,7 @@ def report(gpupool: Result | None, floors: list[Result], what: str) -> None:
         ("nodes / cost", lambda r: f"{r.nodes} / ${r.cost_per_hour:.2f}/h", lambda r: r.nodes),
     ]  # fmt: skip
     print(f"\n{what}, {columns[0].count}: the floor (no provisioner) beside gpupool")
-    shares = [f"{f.name} / gpupool" for f in floors] if gpupool else []
+    shares = [f"{f.name.split(')')[0]}) / gpupool" for f in floors] if gpupool else []
     print("| | " + " | ".join([r.name for r in columns] + shares) + " |")
     print("|---|" + "---:|" * (len(columns) + len(shares)))
     for label, show, value in rows:
