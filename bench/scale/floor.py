@@ -23,7 +23,6 @@ objects are created with POST, where the operator applies them server-side.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -36,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.scale.cluster import Cluster, admin_service_account_kubeconfig, fresh_cluster, gpu_pods
+from bench.scale.cluster import admin_service_account_kubeconfig, fresh_cluster, gpu_pods
 from bench.scale.offers import REGION, write_offers_csv
 from bench.scale.run import BENCH_NS, GROUP, MODELS, VERSION, Result, measure, running_pods
 from kubernetes import client, config
@@ -191,24 +190,6 @@ def schedulable_nodes(api: client.ApiClient) -> int:
     )
 
 
-def activity(cluster: Cluster, since: datetime, top: int = 8) -> str:
-    """The busiest kinds of request since `since` (audit log, watches excluded), by client program,
-    each with its first and last second: which component is still at work when the run ends."""
-    times: dict[str, list[float]] = {}
-    with cluster.audit_log.open() as lines:
-        for line in lines:
-            with contextlib.suppress(ValueError, KeyError):
-                event = json.loads(line)
-                at = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
-                if event["verb"] == "watch" or at < since:
-                    continue
-                ref, agent = event.get("objectRef") or {}, str(event.get("userAgent", "?")).split("/")[0]
-                what = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-                times.setdefault(f"{agent} {event['verb']} {what}", []).append((at - since).total_seconds())
-    busiest = sorted(times.items(), key=lambda kv: -len(kv[1]))[:top]
-    return "\n".join(f"  {len(ts):6,}  {min(ts):6.1f} .. {max(ts):6.1f} s  {key}" for key, ts in busiest)
-
-
 class TopUp:
     """gpupool's next batch, for pods the scheduler leaves without GPUs on the planned nodes.
 
@@ -304,7 +285,7 @@ def run_variant(
 
         label, since = f"floor ({variant}) {'nodes' if nodes_first else 'workload'} first", datetime.now(UTC)
         result = measure(label, cluster, os.getpid(), USER, count, start, done, timeout)
-        print(f"{label}: requests, first .. last second after the clock started:\n{activity(cluster, since)}")
+        print(f"{label}: requests, first .. last second after the clock started:\n{cluster.activity(since)}")
         if top_up.added:
             print(f"{label}: {top_up.added} nodes more than planned (the scheduler spread the pods)")
         result.nodes, result.cost_per_hour = len(top_up.offers), sum(o.on_demand_price or 0 for o in top_up.offers)  # fmt: skip
