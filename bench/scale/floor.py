@@ -1,22 +1,20 @@
 """The floor under bench/scale: the same Kubernetes objects, with no provisioner at all.
 
-On this 2-core machine the control plane alone spends more CPU on a 1,000-object burst than the
-targets leave wall time, so a wall time says little about gpupool until we know what the same
-objects cost without it. This module creates, on a fresh cluster with no operator and no
-simcloud, exactly what a gpupool run ends up with: the nodes (simcloud's own `render_node`, with
-the labels, GPU taint and capacity the operator's launch gives them; the instance types gpupool's
-claims chose when it ran in the same invocation, else gpupool's packer over the same offers in
-one batch) and the workload (the same `gpu_pods` Deployment, or for ModelDeployments the
-ModelDeployment objects plus the Deployment, Service and PodDisruptionBudget gpupool's own
-planner and renderer make of them). It times two orders, each on a cluster of its own:
+On 2 cores the control plane alone spends more CPU on a 1,000-object burst than the targets
+leave wall time, so gpupool's wall time means little until we know what the same objects cost
+without it. On a fresh cluster with no operator and no simcloud this creates what a gpupool run
+ends up with: its nodes (simcloud's own `render_node`, with the labels and GPU taint the
+operator's launch gives them; the instance types of gpupool's claims when it ran first, else
+gpupool's packer over the same offers in one batch), and its workload (the same `gpu_pods`
+Deployment; or the ModelDeployments with the Deployment, Service and PodDisruptionBudget that
+gpupool's planner and renderer make of each). Two orders, each on a cluster of its own:
 
-- (a) nodes first: all nodes Ready before the clock starts, then the workload: the scheduler's
-  and KWOK's share alone;
-- (b) workload first, then every node at once, `CREATES_AT_ONCE` requests in flight: what an
-  ideal provisioner that knew the answer at once would do.
+- (a) nodes first, all Ready and untainted before the clock starts: scheduler, controllers, KWOK;
+- (b) workload first, then every node at once: an ideal provisioner that knew the answer.
 
-The floor's client is a ServiceAccount of its own, so the audit log counts its requests; the
-objects are created with POST, where the operator applies them server-side.
+Where the scheduler spreads pods that gpupool's packer packed, `TopUp` buys for the leftovers as
+gpupool's next batch would, and says so. The floor's client is a ServiceAccount of its own (the
+audit log counts its requests) and creates with POST, where the operator applies server-side.
 
     .venv/bin/python bench/scale/run.py pods --count 1000 --peer floor --idle 0 [--skip-gpupool]
 """

@@ -7,10 +7,11 @@ counter beside it), the control plane's CPU, what the nodes cost, and then, afte
 is up, an idle window: the provisioner's API reads and writes per second and its cloud requests
 per second. `--peer karpenter` runs Karpenter v1.15.0's KWOK provider through the same pod
 scenario on a fresh cluster with the same eleven AWS offers (bench/scale/offers.py), and prints
-both side by side with their ratios. Each run gets a fresh cluster.
+both side by side with their ratios. `--peer floor` runs the same objects with no provisioner at
+all (bench/scale/floor.py; `--skip-gpupool` for the floor alone). Each run gets a fresh cluster.
 
     .venv/bin/python bench/scale/run.py pods --count 100 [--peer karpenter] [--idle 120]
-    .venv/bin/python bench/scale/run.py models --count 1000 [--idle 120]
+    .venv/bin/python bench/scale/run.py models --count 1000 [--idle 120] [--peer floor [--skip-gpupool]]
 
 To see where the operator's CPU goes, attach py-spy (`pip install py-spy`) to its pid during a run:
 `py-spy record -p <pid> -d 40 -f raw -o /tmp/op.txt`.
