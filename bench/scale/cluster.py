@@ -74,13 +74,13 @@ class Cluster:
             if not entry.name.isdigit():
                 continue
             try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if marker in cmdline and any(
-                b in cmdline
-                for b in ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
-            ):
+            # By the binary's name: a client's command line (simcloud's --kubeconfig) names the
+            # cluster's directory, which has "kwok" in its path, too.
+            cmdline = b" ".join(argv).decode(errors="replace")
+            if marker in cmdline and Path(argv[0].decode(errors="replace")).name in CONTROL_PLANE:
                 pids.append(int(entry.name))
         return pids
 
@@ -124,6 +124,23 @@ class Cluster:
             resource = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
             counts[f"{event.get('verb')} {resource}"] += 1
         return counts.most_common(top)
+
+    def activity(self, since: datetime, top: int = 8) -> str:
+        """The most frequent kinds of request since `since` by client program (user agent), each
+        with its first and last second after `since`: which component is still at work at the end."""
+        times: dict[str, list[float]] = {}
+        for event in self._events():
+            stamp = datetime.fromisoformat(str(event["requestReceivedTimestamp"]).replace("Z", "+00:00"))
+            if event.get("verb") == "watch" or stamp < since:
+                continue
+            ref: Any = event.get("objectRef") or {}
+            what = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            agent = str(event.get("userAgent", "?")).split("/")[0]
+            times.setdefault(f"{agent} {event.get('verb')} {what}", []).append(
+                (stamp - since).total_seconds()
+            )
+        busiest = sorted(times.items(), key=lambda kv: -len(kv[1]))[:top]
+        return "\n".join(f"  {len(ts):6,}  {min(ts):6.1f} .. {max(ts):6.1f} s  {key}" for key, ts in busiest)
 
     def _events(self) -> Iterator[dict[str, object]]:
         if not self.audit_log.exists():

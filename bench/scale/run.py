@@ -88,6 +88,8 @@ class Result:
     idle_cloud_per_s: float | None = None
     idle_control_plane_cpu: float = 0.0
     breakdown: list[tuple[str, int]] = field(default_factory=list)
+    components: dict[str, float] = field(default_factory=dict)  # control-plane CPU by process
+    claim_offers: list[dict[str, Any]] = field(default_factory=list)  # gpupool's claims' spec.offer
 
 
 class Process:
@@ -233,6 +235,12 @@ class Gpupool:
             frozenset(c["spec"]["offer"]["instanceType"] for c in claims),
         )
 
+    def claim_offers(self, custom: client.CustomObjectsApi) -> list[dict[str, Any]]:
+        return [
+            c["spec"]["offer"]
+            for c in custom.list_cluster_custom_object(GROUP, VERSION, "gpunodeclaims")["items"]
+        ]
+
     def client_requests(self) -> int:
         return int(metric(self.metrics_port, "gpupool_kube_requests_total"))
 
@@ -283,7 +291,7 @@ def measure(
         name=name, count=count, done=finished, seconds=seconds, peak_rss_mib=rss.stop(), cpu_seconds=cpu,
         requests=total, reads=reads, writes=writes, client_requests=None,
         control_plane_cpu=cluster.control_plane_cpu() - cp_before, nodes=0, cost_per_hour=0.0,
-        breakdown=breakdown,
+        breakdown=breakdown, components=components,
     )  # fmt: skip
 
 
@@ -322,6 +330,7 @@ def run_gpupool_pods(count: int, timeout: float, idle_seconds: float) -> Result:
         )  # fmt: skip
         result.client_requests = gp.client_requests()
         result.nodes, result.cost_per_hour, result.instance_types = gp.cost(custom)
+        result.claim_offers = gp.claim_offers(custom)
         print(timeline(custom, core, "work"))
         idle(result, cluster, gp.user, idle_seconds, gp.cloud_requests)
         return result
@@ -411,6 +420,7 @@ def run_gpupool_models(count: int, timeout: float, idle_seconds: float) -> Resul
         result = measure("gpupool", cluster, gp.operator.pid, gp.user, count, apply, ready, timeout)
         result.client_requests = gp.client_requests()
         result.nodes, result.cost_per_hour, result.instance_types = gp.cost(custom)
+        result.claim_offers = gp.claim_offers(custom)
         idle(result, cluster, gp.user, idle_seconds, gp.cloud_requests)
         return result
     finally:
@@ -516,13 +526,20 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--idle", type=float, default=120, help="seconds of idle measurement after the run")
-    parser.add_argument("--peer", choices=["karpenter"], default=None)
+    parser.add_argument("--peer", choices=["karpenter", "floor"], default=None)
+    parser.add_argument("--skip-gpupool", action="store_true", help="with --peer floor: run only the floor")
     parser.add_argument(
         "--same-nodes",
         action="store_true",
         help="the peer may buy only the instance types gpupool bought: the same nodes, two pipelines",
     )
     args = parser.parse_args()
+    if args.peer == "floor":  # bench/scale/floor.py: the same objects with no provisioner
+        from bench.scale.floor import run_floor_peer
+
+        gpupool = run_gpupool_pods if args.scenario == "pods" else run_gpupool_models
+        ours = None if args.skip_gpupool else gpupool(args.count, args.timeout, args.idle)
+        return run_floor_peer(args.scenario, args.count, args.timeout, ours)
     if args.scenario == "pods":
         results = [run_gpupool_pods(args.count, args.timeout, args.idle)]
         if args.peer == "karpenter":
