@@ -28,6 +28,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 
+from gpupool.api import ModelDeploymentSpec
 from gpupool.catalog import CAPACITY_TYPES, Offer, load_shipped_offers, placeable
 from gpupool.catalog import load as catalog_load
 from gpupool.planner import (
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     warm_medians = []
     cold_medians = []
     for spec in MODELS:
-        request = request_from_spec(spec)
+        request = request_from_spec(ModelDeploymentSpec.from_k8s(spec))
 
         def cold(request: object = request) -> None:
             index.contexts.clear()
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     fresh = load_shipped_offers()
     fresh_index = index_offers(fresh)
     for spec in MODELS:
-        plan_deployment(request_from_spec(spec), fresh_index)
+        plan_deployment(request_from_spec(ModelDeploymentSpec.from_k8s(spec)), fresh_index)
     pack_pods(random_pods(10_000, fresh, rng), [], fresh, pool)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

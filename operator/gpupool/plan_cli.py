@@ -15,10 +15,13 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import yaml
+from pydantic import ValidationError
 
+from gpupool.api import GpuPoolSpec, ModelDeploymentSpec, WireModel
+from gpupool.api.deployment import DEFAULT_POOL
 from gpupool.catalog import (
     CAPACITY_TYPES,
     CapacityType,
@@ -29,13 +32,14 @@ from gpupool.catalog import (
 from gpupool.planner import (
     Candidate,
     Plan,
-    PoolConstraints,
     UnknownModel,
     architecture_from_hf_config,
     plan_deployment,
     pool_constraints_from_spec,
     request_from_spec,
 )
+
+M = TypeVar("M", bound=WireModel)
 
 EXIT_OK = 0
 EXIT_NO_PLAN = 1
@@ -56,11 +60,23 @@ def _load_yaml_spec(path: str, kind: str) -> tuple[dict[str, Any], str]:
         if not isinstance(document, Mapping):
             continue
         if document.get("kind") == kind:
-            name = str((document.get("metadata") or {}).get("name") or "default")
+            name = str((document.get("metadata") or {}).get("name") or DEFAULT_POOL)
             return dict(document.get("spec") or {}), name
         if "kind" not in document and "spec" not in document:
-            return dict(document), "default"
+            return dict(document), DEFAULT_POOL
     raise InputError(f"{path} has no {kind}")
+
+
+def _validated(model: type[M], spec: Mapping[str, Any]) -> M:
+    """The spec as the API model, or an InputError naming each field the API server would refuse."""
+    try:
+        return model.from_k8s(spec)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"spec.{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in error.errors(include_url=False)
+        )
+        raise InputError(problems) from None
 
 
 def _offers(path: str | None) -> list[Offer]:
@@ -123,21 +139,16 @@ def build_plan(args: argparse.Namespace) -> Plan:
             raise InputError(f"cannot read {args.config}: {error}") from None
         architecture = architecture_from_hf_config(str(spec["model"]), config)
     try:
-        request = request_from_spec(spec, architecture=architecture)
-    except (UnknownModel, ValueError) as error:
+        request = request_from_spec(_validated(ModelDeploymentSpec, spec), architecture=architecture)
+    except UnknownModel as error:
         raise InputError(str(error)) from None
     if args.max_gpus is not None:
         from dataclasses import replace
 
         request = replace(request, max_gpus_per_replica=args.max_gpus)
 
-    pool = PoolConstraints()
-    if args.pool:
-        pool_spec, pool_name = _load_yaml_spec(args.pool, "GpuPool")
-        try:
-            pool = pool_constraints_from_spec(pool_spec, name=pool_name)
-        except ValueError as error:
-            raise InputError(str(error)) from None
+    pool_spec, pool_name = _load_yaml_spec(args.pool, "GpuPool") if args.pool else ({}, DEFAULT_POOL)
+    pool = pool_constraints_from_spec(_validated(GpuPoolSpec, pool_spec), name=pool_name)
     from dataclasses import replace as _replace
 
     if args.provider:

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gpupool.api import GpuNodeClaim
 from gpupool.controllers.kube import FINALIZER
 from gpupool.controllers.nodeclaim.launch import launch_request
 from gpupool.providers.registry import build_provider
@@ -287,7 +288,11 @@ def test_a_node_that_joined_before_its_launch_was_recorded_is_taken_at_once(
         }  # fmt: skip
         claim = gp.custom.create_cluster_custom_object(GROUP, VERSION, "gpunodeclaims", manifest)
         request = launch_request(
-            claim, cluster_name=operator.cluster_name, pool_labels={}, pool_taints=[], user_data_template=""
+            GpuNodeClaim.from_k8s(claim),
+            cluster_name=operator.cluster_name,
+            pool_labels={},
+            pool_taints=[],
+            user_data_template="",
         )
 
         async def launch() -> str:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
+from gpupool.api import GpuNodeClaim, GpuPoolSpec, ModelDeploymentSpec
 from gpupool.catalog import Offer
 from gpupool.controllers.loop import Wakeups, backoff_seconds
 from gpupool.controllers.modeldeployment.plan import (
@@ -20,7 +22,13 @@ from gpupool.controllers.modeldeployment.plan import (
 from gpupool.controllers.pool.controller import provisioning_summary
 from gpupool.controllers.provider.controller import changed_instances
 from gpupool.controllers.writes import status_patch
-from gpupool.planner import NewInstance, pool_constraints_from_spec, request_from_spec
+from gpupool.planner import (
+    DeploymentRequest,
+    NewInstance,
+    PoolConstraints,
+    pool_constraints_from_spec,
+    request_from_spec,
+)
 from gpupool.providers.base import Instance, InstanceState
 
 
@@ -55,14 +63,21 @@ class TestKeptPlacement:
 
     def test_the_hash_ignores_replicas_but_not_planning_fields(self) -> None:
         spec = {"model": "meta-llama/Llama-3.1-8B-Instruct", "engine": {"maxModelLen": 8192}}
-        pool = pool_constraints_from_spec({"providers": ["sim"]}, name="p")
-        base = inputs_hash(request_from_spec(spec), pool, ())
-        assert inputs_hash(request_from_spec({**spec, "replicas": 7}), pool, ()) == base
+
+        def request(wire: dict[str, Any]) -> DeploymentRequest:
+            return request_from_spec(ModelDeploymentSpec.from_k8s(wire))
+
+        def pool_of(wire: dict[str, Any]) -> PoolConstraints:
+            return pool_constraints_from_spec(GpuPoolSpec.from_k8s(wire), name="p")
+
+        pool = pool_of({"providers": ["sim"]})
+        base = inputs_hash(request(spec), pool, ())
+        assert inputs_hash(request({**spec, "replicas": 7}), pool, ()) == base
         longer = {**spec, "engine": {"maxModelLen": 16384}}
-        assert inputs_hash(request_from_spec(longer), pool, ()) != base
-        assert inputs_hash(request_from_spec(spec), pool, ("L4",)) != base
-        other_pool = pool_constraints_from_spec({"providers": ["sim"], "gpuTypes": ["H100"]}, name="p")
-        assert inputs_hash(request_from_spec(spec), other_pool, ()) != base
+        assert inputs_hash(request(longer), pool, ()) != base
+        assert inputs_hash(request(spec), pool, ("L4",)) != base
+        other_pool = pool_of({"providers": ["sim"], "gpuTypes": ["H100"]})
+        assert inputs_hash(request(spec), other_pool, ()) != base
 
     def test_a_scale_beyond_the_budget_runs_as_many_replicas_as_fit(self) -> None:
         kept = _kept(price_per_hour=1.0, replicas_per_instance=2)
@@ -133,13 +148,18 @@ def test_backoff_starts_at_the_minimum(failures: int) -> None:
 
 class TestDisruptionBudgets:
     @staticmethod
-    def _claims(n: int, deleting: int = 0) -> list[dict[str, object]]:
-        claims: list[dict[str, object]] = []
+    def _claims(n: int, deleting: int = 0) -> list[GpuNodeClaim]:
+        offer = {"provider": "sim", "region": "r", "instanceType": "it", "gpu": "L4", "gpuCount": 1,
+                 "capacityType": "on-demand", "pricePerHour": 1.0}  # fmt: skip
+        claims: list[GpuNodeClaim] = []
         for i in range(n):
             meta: dict[str, object] = {"name": f"c{i}"}
             if i < deleting:
                 meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-            claims.append({"metadata": meta, "status": {"nodeName": f"n{i}", "providerID": f"sim://{i}"}})
+            claims.append(GpuNodeClaim.from_k8s({
+                "metadata": meta, "spec": {"pool": "p", "offer": offer},
+                "status": {"nodeName": f"n{i}", "providerID": f"sim://{i}"},
+            }))  # fmt: skip
         return claims
 
     @staticmethod
@@ -149,20 +169,16 @@ class TestDisruptionBudgets:
         taints = ({"key": "gpupool.dev/disrupted", "value": "", "effect": "NoSchedule"},) if tainted else ()
         return NodeInfo(name=name, provider_id="", ready=True, unschedulable=False, labels={}, taints=taints)
 
-    def _plan(
-        self, claims: list[dict[str, object]], budgets: list[dict[str, object]], **kw: object
-    ) -> object:
+    def _plan(self, claims: list[GpuNodeClaim], budgets: list[dict[str, object]], **kw: object) -> object:
         from gpupool.api import Disruption
         from gpupool.controllers.pool.disruption import plan_disruption
 
         tainted: set[str] = kw.pop("tainted", set())  # type: ignore[assignment]
         busy: set[str] = kw.pop("busy", set())  # type: ignore[assignment]
         return plan_disruption(
-            claims,  # type: ignore[arg-type]
+            claims,
             Disruption.from_k8s({"budgets": budgets}),
-            node_of=lambda c: self._node(
-                str(c["status"]["nodeName"]), str(c["status"]["nodeName"]) in tainted
-            ),  # type: ignore[arg-type, index, return-value]
+            node_of=lambda c: self._node(str(c.status.node_name), str(c.status.node_name) in tainted),  # type: ignore[arg-type, return-value]
             busy=lambda node: node in busy,
             **kw,  # type: ignore[arg-type]
         )

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from gpupool.api import GpuNodeClaim
+from gpupool.api.pool import Taint, TaintEffect
 from gpupool.controllers.gc import orphans
 from gpupool.controllers.nodeclaim.launch import launch_request, node_labels
 from gpupool.controllers.nodeclaim.registration import NodeInfo, node_info, node_patch, status_behind_node
@@ -55,17 +57,21 @@ def claim(
     price: float = 2.0,
     node: str | None = None,
     phase: str = "Launched",
+    deleting: bool = False,
     **extra: Any,
-) -> dict[str, Any]:
+) -> GpuNodeClaim:
     status: dict[str, Any] = {"phase": phase, **extra}
     if node:
         status["nodeName"] = node
-    return {
-        "metadata": {"name": name, "uid": f"uid-{name}"},
+    meta: dict[str, Any] = {"name": name, "uid": f"uid-{name}"}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return GpuNodeClaim.from_k8s({
+        "metadata": meta,
         "spec": {"pool": "p", "offer": {"provider": "sim", "region": "r", "instanceType": "it", "gpu": "L4",
                                          "gpuCount": gpus, "capacityType": "on-demand", "pricePerHour": price}},
         "status": status,
-    }  # fmt: skip
+    })  # fmt: skip
 
 
 class TestPodDemand:
@@ -136,8 +142,7 @@ class TestCapacityAndTotals:
             claim("ready", node="n1", phase="Ready"),
             claim("full", node="n2", phase="Ready"),
         ]
-        deleting = claim("deleting")
-        deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        deleting = claim("deleting", deleting=True)
         capacity = pool_capacity([*claims, deleting], on({"n1": 3, "n2": 4}), lambda _node: Resources(), "p")
         assert {c.name: c.free_gpus for c in capacity} == {"launching": 4, "ready": 1, "full": 0}
 
@@ -149,7 +154,7 @@ class TestCapacityAndTotals:
         from gpupool.catalog import Offer
 
         offer = Offer("sim", "r", "", "it", "L4", 1, 0.0, None, None, 1.0, None)
-        manifest = claim_manifest("p", "u", NewInstance(offer, "on-demand", 1.0, ("a",), 1))
+        manifest = claim_manifest("p", "u", NewInstance(offer, "on-demand", 1.0, ("a",), 1)).to_k8s()
         assert "zone" not in manifest["spec"]["offer"] and "gpuMemoryGiB" not in manifest["spec"]["offer"]
         assert manifest["metadata"]["ownerReferences"][0]["uid"] == "u"
         assert manifest["metadata"]["labels"] == {"gpupool.dev/pool": "p"}
@@ -235,7 +240,7 @@ class TestLaunch:
     def test_pool_taints_travel_with_the_request_and_the_default_bootstrap_is_used(self) -> None:
         request = launch_request(
             claim("c"), cluster_name="prod", pool_labels={},
-            pool_taints=[{"key": "team", "value": "ml", "effect": "NoSchedule"}], user_data_template="",
+            pool_taints=[Taint(key="team", value="ml", effect=TaintEffect.NO_SCHEDULE)], user_data_template="",
         )  # fmt: skip
         assert request.taints == (("team", "ml", "NoSchedule"),)
         assert "kubeadm join" in request.user_data
@@ -252,7 +257,7 @@ class TestNodePatch:
         info = node_info(body)
         assert info is not None and info.ready
         patch = node_patch(
-            info, {"a": "1", "b": "2"}, [{"key": "team", "value": "ml", "effect": "NoSchedule"}]
+            info, {"a": "1", "b": "2"}, [Taint(key="team", value="ml", effect=TaintEffect.NO_SCHEDULE)]
         )
         assert patch == {
             "metadata": {"labels": {"b": "2"}},

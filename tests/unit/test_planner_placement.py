@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gpupool.api import GpuPoolSpec, ModelDeploymentSpec
 from gpupool.catalog import Offer, Unavailable, load_shipped_offers
 from gpupool.planner import (
     BUDGET_EXCEEDED,
@@ -65,7 +66,11 @@ CATALOG = [
 
 
 def request(model: str = LLAMA_8B, **spec: Any) -> DeploymentRequest:
-    return request_from_spec({"model": model, **spec})
+    return request_from_spec(ModelDeploymentSpec.from_k8s({"model": model, **spec}))
+
+
+def wire_request(spec: dict[str, Any]) -> DeploymentRequest:
+    return request_from_spec(ModelDeploymentSpec.from_k8s(spec))
 
 
 def test_cheapest_fitting_offer_wins() -> None:
@@ -159,8 +164,8 @@ def test_explicit_gpu_settings_override_derived_ones() -> None:
     assert any("tensor parallel 3 does not divide 32" in (c.reason or "") for c in plan.alternatives)
     plan = plan_deployment(request(gpu={"minMemoryGiB": 40}), CATALOG)
     assert plan.choice is not None and plan.choice.shape.gpu != "L4"
-    plan = plan_deployment(request(gpu={"count": 2}, engine={"tensorParallelSize": 4}), CATALOG)
-    assert not plan.feasible and "disagree" in plan.message
+    with pytest.raises(ValueError, match="tensorParallelSize must divide"):
+        request(gpu={"count": 2}, engine={"tensorParallelSize": 4})  # the API refuses it
 
 
 def test_unavailable_offers_are_skipped_until_their_mark_expires() -> None:
@@ -236,10 +241,10 @@ def test_index_reuse_gives_the_same_plan() -> None:
 
 
 def test_request_from_spec_maps_the_wire_shape_with_crd_defaults() -> None:
-    r = request_from_spec({"model": LLAMA_8B})
+    r = wire_request({"model": LLAMA_8B})
     assert (r.replicas, r.objective, r.max_num_seqs, r.gpu_memory_utilization) == (1, "costPerHour", 16, 0.9)
     assert r.effective_max_model_len == 8192 and r.capacity_type is None
-    full = request_from_spec(
+    full = wire_request(
         {
             "model": LLAMA_70B,
             "replicas": 3,
@@ -257,7 +262,14 @@ def test_request_from_spec_maps_the_wire_shape_with_crd_defaults() -> None:
                 "tensorParallelSize": 4,
                 "extraArgs": ["--kv-cache-dtype", "fp8"],
             },
-            "architecture": {"maxContext": 65536},
+            "architecture": {
+                "paramsB": 70.6,
+                "layers": 80,
+                "hiddenSize": 8192,
+                "attentionHeads": 64,
+                "kvHeads": 8,
+                "maxContext": 65536,
+            },
         }
     )
     assert full.replicas == 2  # sized for the autoscaling floor
@@ -266,28 +278,30 @@ def test_request_from_spec_maps_the_wire_shape_with_crd_defaults() -> None:
     assert full.max_model_len == 16384 and full.quantization == "fp8" and full.kv_cache_dtype == "fp8"
     assert full.architecture.max_context == 65536
     assert (
-        request_from_spec(
+        wire_request(
             {"model": LLAMA_8B, "engine": {"extraArgs": ["--kv-cache-dtype=fp8_e5m2"]}}
         ).kv_cache_dtype
         == "fp8_e5m2"
     )
     with pytest.raises(ValueError, match="model"):
-        request_from_spec({})
+        wire_request({})  # the API model refuses it, naming the field
     with pytest.raises(ValueError, match="objective"):
-        request_from_spec({"model": LLAMA_8B, "objective": "cheapest"})
+        wire_request({"model": LLAMA_8B, "objective": "cheapest"})
     with pytest.raises(UnknownModel):
-        request_from_spec({"model": "acme/secret"})
+        wire_request({"model": "acme/secret"})
 
 
 def test_pool_constraints_from_spec() -> None:
     pool = pool_constraints_from_spec(
-        {
-            "providers": ["lambda"],
-            "gpuTypes": ["H100"],
-            "regions": ["us-east-1"],
-            "capacityTypes": ["spot", "on-demand"],
-            "limits": {"maxNodes": 3, "maxGpus": 24, "maxHourlyCost": 100},
-        },
+        GpuPoolSpec.from_k8s(
+            {
+                "providers": ["lambda"],
+                "gpuTypes": ["H100"],
+                "regions": ["us-east-1"],
+                "capacityTypes": ["spot", "on-demand"],
+                "limits": {"maxNodes": 3, "maxGpus": 24, "maxHourlyCost": 100.0},
+            }
+        ),
         name="gpus",
     )
     assert pool == PoolConstraints(
@@ -300,9 +314,9 @@ def test_pool_constraints_from_spec() -> None:
         max_gpus=24,
         max_hourly_cost=100.0,
     )
-    assert pool_constraints_from_spec({}).capacity_types == ("on-demand",)
-    with pytest.raises(ValueError, match="capacityType"):
-        pool_constraints_from_spec({"capacityTypes": ["reserved"]})
+    assert pool_constraints_from_spec(GpuPoolSpec(), name="p").capacity_types == ("on-demand",)
+    with pytest.raises(ValueError, match="capacityTypes"):
+        GpuPoolSpec.from_k8s({"capacityTypes": ["reserved"]})
 
 
 def test_moe_and_mla_models_plan_on_the_shipped_catalog() -> None:

@@ -81,6 +81,7 @@ def requests(draw: st.DrawFn) -> DeploymentRequest:
     return DeploymentRequest(
         model="random",
         architecture=draw(architectures()),
+        dtype="auto",
         replicas=draw(st.integers(min_value=1, max_value=4)),
         objective=draw(st.sampled_from(["costPerHour", "costPerToken"])),
         max_hourly_cost=draw(st.one_of(st.none(), st.floats(min_value=0.5, max_value=200))),

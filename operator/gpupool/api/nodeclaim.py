@@ -164,6 +164,11 @@ class GpuNodeClaim(WireModel):
     spec: GpuNodeClaimSpec = Field(description="Desired state.")
     status: GpuNodeClaimStatus = Field(default_factory=GpuNodeClaimStatus, description="Observed state.")
 
+    @property
+    def name(self) -> str:
+        """The claim's name (the operator always gives one)."""
+        return self.metadata.name or ""
+
 
 GPU_NODE_CLAIM = KindInfo(
     kind="GpuNodeClaim",

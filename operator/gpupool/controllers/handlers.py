@@ -19,12 +19,14 @@ in a thread pool, a thread hop for each of the thousands of watch events a burst
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Any
 
 import kopf
 
 from gpupool import metrics
+from gpupool.api import GpuNodeClaim, GpuPoolSpec
+from gpupool.api.deployment import DEFAULT_POOL
 from gpupool.controllers import indexes  # noqa: F401  (registers the indexes with kopf)
 from gpupool.controllers.indexes import MANAGED
 from gpupool.controllers.kube import FINALIZER, GROUP, VERSION, Kube
@@ -287,8 +289,8 @@ async def pool_daemon(
     def used_on_node(node: str) -> Resources:
         return sum((usage.requests for usage in pods_by_node.get(node, ())), Resources())
 
-    def node_of(claim: Mapping[str, Any]) -> NodeInfo | None:
-        provider_id = (claim.get("status") or {}).get("providerID")
+    def node_of(claim: GpuNodeClaim) -> NodeInfo | None:
+        provider_id = claim.status.provider_id
         info: NodeInfo | None = _first(nodes_by_provider_id, provider_id) if provider_id else None
         return info
 
@@ -351,7 +353,8 @@ async def claim_daemon(
         ("claim", controller.name),
         lambda: controller.reconcile(
             nodes,  # type: ignore[arg-type]
-            _first(pool_specs, body["spec"]["pool"]) or {},
+            # A claim outlives its pool only while it terminates: the API's defaults then.
+            _first(pool_specs, body["spec"]["pool"]) or GpuPoolSpec(),
             provider_names.__contains__,
         ),
         state,
@@ -365,12 +368,13 @@ async def claim_daemon(
 @kopf.on.delete(GROUP, VERSION, "gpunodeclaims")  # type: ignore[arg-type]
 async def claim_deleted(body: kopf.Body, memo: kopf.Memo, nodes_by_provider_id: Idx, **_: Any) -> None:
     state = _state(memo)
-    await client_for(body["spec"]["offer"]["provider"], state)
-    provider_id = (body.get("status") or {}).get("providerID")
+    claim = GpuNodeClaim.from_k8s(body)
+    await client_for(claim.spec.offer.provider, state)
+    provider_id = claim.status.provider_id
     node = _first(nodes_by_provider_id, provider_id) if provider_id else None
     try:
         with metrics.reconcile_timer("nodeclaim"):
-            await terminate_claim(body, state, node)
+            await terminate_claim(claim, state, node)
     except Retry as retry:
         raise kopf.TemporaryError(str(retry), delay=retry.delay) from retry
     except ProviderError as error:
@@ -409,7 +413,7 @@ async def model_daemon(
         return {obj.kind: obj for obj in found if obj is not None}
 
     async def reconcile() -> float | None:
-        pool = str((body.get("spec") or {}).get("pool") or "default")
+        pool = str((body.get("spec") or {}).get("pool", DEFAULT_POOL))
         return await controller.reconcile(
             list(model_pods.get(key, ())),
             managed(),

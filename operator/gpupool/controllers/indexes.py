@@ -11,10 +11,14 @@ thread pool, one thread hop per watch event.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
+from gpupool.api import GpuNodeClaim, GpuPoolSpec
+from gpupool.api.deployment import DEFAULT_POOL
 from gpupool.controllers.kube import GROUP, VERSION
 from gpupool.controllers.modeldeployment.controller import ManagedObject, managed_object
 from gpupool.controllers.modeldeployment.decide import PodPlacement
@@ -31,6 +35,8 @@ from gpupool.controllers.pool.pending import (
 )
 
 MANAGED = {"app.kubernetes.io/managed-by": "gpupool"}
+
+log = logging.getLogger(__name__)
 
 
 @kopf.index("pods")
@@ -119,14 +125,23 @@ async def managed_pdbs(
 
 
 @kopf.index(GROUP, VERSION, "gpunodeclaims")
-async def claims_by_pool(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
-    """pool -> its claims, whole (the pool counts their capacity, cost and phases)."""
-    claim = {
-        "metadata": {k: body["metadata"].get(k) for k in ("name", "uid", "deletionTimestamp", "generation")},
-        "spec": dict(spec),
-        "status": dict(body.get("status") or {}),
-    }
-    return {str(spec.get("pool")): claim}
+async def claims_by_pool(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, GpuNodeClaim]:
+    """pool -> its claims, parsed once per change (the pool counts their capacity, cost and phases)."""
+    meta = body["metadata"]
+    try:
+        claim = GpuNodeClaim.from_k8s(
+            {
+                "metadata": {k: meta.get(k) for k in ("name", "uid", "deletionTimestamp", "generation")},
+                "spec": spec,
+                "status": body.get("status") or {},
+            }
+        )
+    except ValidationError as error:
+        # Only the operator writes claims and the API server validates them with the same
+        # schema: this is a version skew, said once per change, never a crash of the index.
+        log.warning("GpuNodeClaim %s does not match the API: %s", meta.get("name"), error)
+        return {}
+    return {claim.spec.pool: claim}
 
 
 @kopf.index(GROUP, VERSION, "gpunodeclaims")
@@ -171,9 +186,13 @@ async def provider_names(name: str, **_: Any) -> dict[str, bool]:
 
 
 @kopf.index(GROUP, VERSION, "gpupools")
-async def pool_specs(name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
-    """pool name -> its spec, so claims and models never GET their pool."""
-    return {name: dict(spec)}
+async def pool_specs(name: str, spec: kopf.Spec, **_: Any) -> dict[str, GpuPoolSpec]:
+    """pool name -> its spec, parsed, so claims and models never GET their pool."""
+    try:
+        return {name: GpuPoolSpec.from_k8s(spec)}
+    except ValidationError as error:
+        log.warning("GpuPool %s does not match the API: %s", name, error)
+        return {}
 
 
 @kopf.index(GROUP, VERSION, "gpupools")
@@ -196,4 +215,4 @@ async def models_by_pool(
     name: str, namespace: str | None, spec: kopf.Spec, **_: Any
 ) -> dict[str, tuple[Any, str]]:
     """pool name -> the ModelDeployments it serves."""
-    return {str(spec.get("pool") or "default"): (namespace, name)}
+    return {str(spec.get("pool", DEFAULT_POOL)): (namespace, name)}

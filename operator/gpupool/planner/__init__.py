@@ -1,11 +1,11 @@
 """The planner: pure functions that size a model and choose the cheapest GPUs to run it on.
 
-No I/O, no Kubernetes, no pydantic API models: plain dataclasses in, plain dataclasses out, so it is
-tested exhaustively and runs in the controller, the CLI and the benchmarks alike. Stable interface:
+No I/O, no Kubernetes: plain dataclasses in, plain dataclasses out, so it is tested exhaustively and
+runs in the controller, the CLI and the benchmarks alike. Stable interface:
 
-- `request_from_spec(model_deployment_spec) -> DeploymentRequest` and
-  `pool_constraints_from_spec(gpu_pool_spec) -> PoolConstraints` map the CRDs' wire shape
-  (camelCase dicts) onto the planner's inputs, with the CRDs' defaults.
+- `request_from_spec(ModelDeploymentSpec) -> DeploymentRequest` and
+  `pool_constraints_from_spec(GpuPoolSpec, name=...) -> PoolConstraints` map the API models
+  (validated, with the CRDs' defaults, which live only there) onto the planner's inputs.
 - `plan_deployment(request, offers, constraints, *, unavailable=..., now=...) -> Plan`: the chosen
   shape (GPU, GPUs per replica, tensor-parallel size) and offer, the memory arithmetic, the cost per
   hour for all replicas, an ESTIMATED cost per million output tokens, and every alternative with

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpupool.api.deployment import DEFAULT_POOL
 from gpupool.catalog.adjust import NO_UNAVAILABLE, Unavailable
 from gpupool.catalog.offers import CAPACITY_TYPES, CapacityType, Offer
 from gpupool.planner.offer_fit import (
@@ -67,7 +68,7 @@ class PendingPod:
     name: str
     gpus: int
     gpu_types: tuple[str, ...] = ()
-    pool: str = "default"
+    pool: str = DEFAULT_POOL
     capacity_types: tuple[CapacityType, ...] = ()
     requests: Resources = ONE_POD
     constraints: PodConstraints = ANY_NODE
@@ -84,7 +85,7 @@ class Capacity:
     name: str
     gpu: str
     free_gpus: int
-    pool: str = "default"
+    pool: str = DEFAULT_POOL
     capacity_type: CapacityType | None = None
     offer: Offer | None = None
     used: Resources = NOTHING

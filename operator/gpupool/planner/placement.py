@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gpupool.api.deployment import DEFAULT_POOL
 from gpupool.catalog.adjust import NO_UNAVAILABLE, Unavailable
 from gpupool.catalog.gpus import spec_for
 from gpupool.catalog.offers import CAPACITY_TYPES, CapacityType, Offer
@@ -60,20 +61,22 @@ THROUGHPUT_NOTE = (
 class DeploymentRequest:
     """What a ModelDeployment asks for, as plain data (see `request_from_spec` for the mapping)."""
 
+    # No defaults that the API has: the CRD's live in gpupool/api, and `request_from_spec` passes
+    # them on; an absent override is None or ().
     model: str
     architecture: ModelArchitecture
-    replicas: int = 1
-    objective: Objective = "costPerHour"
+    replicas: int
+    objective: Objective
+    dtype: str
+    quantization: str
+    gpu_memory_utilization: float
+    max_num_seqs: int
     capacity_type: CapacityType | None = None
     max_hourly_cost: float | None = None
     gpu_types: tuple[str, ...] = ()
     gpu_count: int | None = None
     min_gpu_memory_gib: float | None = None
     max_model_len: int | None = None
-    dtype: str = "auto"
-    quantization: str = "none"
-    gpu_memory_utilization: float = 0.9
-    max_num_seqs: int = 16
     tensor_parallel_size: int | None = None
     kv_cache_dtype: str = "auto"
     max_gpus_per_replica: int | None = None
@@ -95,7 +98,7 @@ class PoolConstraints:
     provider of their offers before calling.
     """
 
-    name: str = "default"
+    name: str = DEFAULT_POOL
     providers: tuple[str, ...] = ()
     gpu_types: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()

@@ -1,16 +1,20 @@
-"""From the API's wire shape (camelCase spec dicts) to the planner's plain inputs.
+"""From the API's models to the planner's plain inputs.
 
-The planner does not import the pydantic API models: the controller and the CLI both hold specs as
-dicts (from the API server or from YAML), and one mapping here keeps their defaults identical to the
-CRD's (pool "default", replicas 1, gpuMemoryUtilization 0.9, maxNumSeqs 16, on-demand capacity).
+The controllers and the CLI both hold a ModelDeployment's and a GpuPool's spec as the pydantic
+API models (validated, defaults applied), so every default the planner sees is the CRD's and
+lives in one place: gpupool/api. This module only changes the shape: enums to their strings,
+lists to tuples, the autoscaling floor to the replicas the placement is sized for, vLLM's
+`--kv-cache-dtype` out of the extra arguments.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import cast
 
-from gpupool.catalog.offers import CAPACITY_TYPES, CapacityType
+from gpupool.api.deployment import ModelDeploymentSpec
+from gpupool.api.pool import GpuPoolSpec
+from gpupool.catalog.offers import CapacityType
 from gpupool.planner.models import ModelArchitecture, resolve_architecture
 from gpupool.planner.placement import DeploymentRequest, Objective, PoolConstraints
 
@@ -25,71 +29,52 @@ def _kv_cache_dtype(extra_args: Sequence[str]) -> str:
     return "auto"
 
 
-def _capacity(value: Any) -> CapacityType | None:
-    if value is None:
-        return None
-    if value not in CAPACITY_TYPES:
-        raise ValueError(f"capacityType must be one of {CAPACITY_TYPES}, got {value!r}")
-    return cast(CapacityType, value)
-
-
 def request_from_spec(
-    spec: Mapping[str, Any], *, architecture: ModelArchitecture | None = None
+    spec: ModelDeploymentSpec, *, architecture: ModelArchitecture | None = None
 ) -> DeploymentRequest:
-    """A DeploymentRequest from a ModelDeployment spec dict (wire shape, camelCase).
+    """A DeploymentRequest from a ModelDeployment's spec.
 
     `architecture` (e.g. read from a config.json) replaces the built-in table; otherwise the model
     id is looked up there, overridden field by field by `spec.architecture`. Raises UnknownModel
-    when neither knows the model, ValueError on values outside the CRD's enums.
+    when neither knows the model.
     """
-    model = str(spec.get("model") or "").strip()
-    if not model:
-        raise ValueError("spec.model is required")
-    arch = architecture or resolve_architecture(model, spec.get("architecture") or None)
-    engine: Mapping[str, Any] = spec.get("engine") or {}
-    gpu: Mapping[str, Any] = spec.get("gpu") or {}
-    objective = spec.get("objective") or "costPerHour"
-    if objective not in ("costPerHour", "costPerToken"):
-        raise ValueError(f"objective must be costPerHour or costPerToken, got {objective!r}")
-    autoscaling: Mapping[str, Any] = spec.get("autoscaling") or {}
+    override = spec.architecture.to_k8s() if spec.architecture is not None else None
+    arch = architecture or resolve_architecture(spec.model, override)
+    engine, gpu = spec.engine, spec.gpu
     # With autoscaling, size the placement for the floor; growth goes through the pool's packer.
-    replicas = int(autoscaling.get("minReplicas") or spec.get("replicas") or 1)
-    quantization = engine.get("quantization") or "none"
+    replicas = (spec.autoscaling.min_replicas if spec.autoscaling is not None else 0) or spec.replicas
     return DeploymentRequest(
-        model=model,
+        model=spec.model,
         architecture=arch,
         replicas=max(1, replicas),
-        objective=cast(Objective, objective),
-        capacity_type=_capacity(spec.get("capacityType")),
-        max_hourly_cost=float(spec["maxHourlyCost"]) if spec.get("maxHourlyCost") is not None else None,
-        gpu_types=tuple(gpu.get("types") or ()),
-        gpu_count=int(gpu["count"]) if gpu.get("count") else None,
-        min_gpu_memory_gib=float(gpu["minMemoryGiB"]) if gpu.get("minMemoryGiB") is not None else None,
-        max_model_len=int(engine["maxModelLen"]) if engine.get("maxModelLen") else None,
-        dtype=engine.get("dtype") or "auto",
-        quantization=quantization,
-        gpu_memory_utilization=float(engine.get("gpuMemoryUtilization") or 0.9),
-        max_num_seqs=int(engine.get("maxNumSeqs") or 16),
-        tensor_parallel_size=int(engine["tensorParallelSize"]) if engine.get("tensorParallelSize") else None,
-        kv_cache_dtype=_kv_cache_dtype(list(engine.get("extraArgs") or ())),
+        objective=cast(Objective, str(spec.objective)),
+        capacity_type=cast(CapacityType, str(spec.capacity_type)) if spec.capacity_type else None,
+        max_hourly_cost=spec.max_hourly_cost,
+        gpu_types=tuple(gpu.types) if gpu is not None else (),
+        gpu_count=gpu.count if gpu is not None else None,
+        min_gpu_memory_gib=gpu.min_memory_gib if gpu is not None else None,
+        max_model_len=engine.max_model_len,
+        dtype=str(engine.dtype),
+        quantization=str(engine.quantization),
+        gpu_memory_utilization=engine.gpu_memory_utilization,
+        max_num_seqs=engine.max_num_seqs,
+        tensor_parallel_size=engine.tensor_parallel_size,
+        kv_cache_dtype=_kv_cache_dtype(engine.extra_args),
     )
 
 
-def pool_constraints_from_spec(spec: Mapping[str, Any], *, name: str = "default") -> PoolConstraints:
-    """PoolConstraints from a GpuPool spec dict (wire shape). Status figures are not read here."""
-    limits: Mapping[str, Any] = spec.get("limits") or {}
-    capacity_types = tuple(_capacity(c) for c in (spec.get("capacityTypes") or ["on-demand"]))
+def pool_constraints_from_spec(spec: GpuPoolSpec, *, name: str) -> PoolConstraints:
+    """PoolConstraints from a GpuPool's spec. Status figures are not read here."""
+    limits = spec.limits
     return PoolConstraints(
         name=name,
-        providers=tuple(spec.get("providers") or ()),
-        gpu_types=tuple(spec.get("gpuTypes") or ()),
-        regions=tuple(spec.get("regions") or ()),
-        capacity_types=tuple(c for c in capacity_types if c is not None),
-        max_nodes=int(limits["maxNodes"]) if limits.get("maxNodes") is not None else None,
-        max_gpus=int(limits["maxGpus"]) if limits.get("maxGpus") is not None else None,
-        max_hourly_cost=float(limits["maxHourlyCost"]) if limits.get("maxHourlyCost") is not None else None,
-        node_labels=tuple(sorted((str(k), str(v)) for k, v in (spec.get("labels") or {}).items())),
-        node_taints=tuple(
-            (str(t["key"]), str(t.get("value") or ""), str(t["effect"])) for t in spec.get("taints") or []
-        ),
+        providers=tuple(spec.providers),
+        gpu_types=tuple(spec.gpu_types),
+        regions=tuple(spec.regions),
+        capacity_types=tuple(cast(CapacityType, str(c)) for c in spec.capacity_types),
+        max_nodes=limits.max_nodes if limits is not None else None,
+        max_gpus=limits.max_gpus if limits is not None else None,
+        max_hourly_cost=limits.max_hourly_cost if limits is not None else None,
+        node_labels=tuple(sorted(spec.labels.items())),
+        node_taints=tuple((t.key, t.value or "", str(t.effect)) for t in spec.taints),
     )

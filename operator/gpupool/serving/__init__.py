@@ -1,8 +1,9 @@
 """Pure rendering of a model's vLLM serving objects: Deployment, Service, PodDisruptionBudget.
 
 The controller maps a ModelDeployment and the planner's shape onto a `ServingInput`
-(`serving_input_from_spec` does it from the wire-shape spec), calls `render_all`, and
-server-side-applies the dicts. No I/O here, no dependency on the rest of gpupool.
+(`serving_input_from_spec` does it from the API model, whose defaults are the only ones), calls
+`render_all`, and server-side-applies the dicts. No I/O here; the renderers see only the
+`ServingInput`, never the API models.
 """
 
 from gpupool.serving.inputs import (

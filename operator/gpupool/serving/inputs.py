@@ -1,33 +1,25 @@
-"""What the renderers need to know, as plain data, and how a ModelDeployment spec maps onto it.
+"""What the renderers need to know, as plain data, and how a ModelDeployment's spec maps onto it.
 
 The renderers never see the pydantic API models or the planner's types: the controller hands
 them one frozen `ServingInput`, already resolved (the GPU types, tensor-parallel size and
-context length the planner chose, the pool's taints). That keeps this package free of any
-dependency on the rest of gpupool, so it can be tested with literals and reused by the CLI
-to print manifests. `serving_input_from_spec` is the one place that reads the CRD's wire
-shape (camelCase dict) and applies the API's documented defaults.
+context length the planner chose, the pool's taints), so they can be tested with literals and
+reused by the CLI to print manifests. `serving_input_from_spec` is the one place that reads the
+API model; every default (image, Secret keys, vLLM settings) is the model's, from gpupool/api.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
-#: The image when the spec names none. Pinned, never `latest`: a rollout must be reproducible,
-#: and a new vLLM release changes flags and memory behaviour.
-DEFAULT_IMAGE = "vllm/vllm-openai:v0.11.0"
+from gpupool.api.deployment import DEFAULT_IMAGE, ModelDeploymentSpec
+from gpupool.api.pool import Taint as PoolTaint
 
-#: Keys inside the user's Secrets when the spec's `*SecretRef` omits `key`.
-#: `token` matches vLLM's own Kubernetes guide for the Hugging Face token.
-DEFAULT_HF_TOKEN_KEY = "token"
-DEFAULT_API_KEY_KEY = "apiKey"
+__all__ = ["DEFAULT_IMAGE", "RenderError", "SecretKeyRef", "ServingInput", "Taint", "serving_input_from_spec"]
 
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 CapacityType = Literal["spot", "on-demand"]
-
-_TAINT_EFFECTS: frozenset[str] = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
-_CAPACITY_TYPES: frozenset[str] = frozenset({"spot", "on-demand"})
 
 
 class RenderError(ValueError):
@@ -98,7 +90,7 @@ def serving_input_from_spec(
     namespace: str,
     uid: str,
     generation: int,
-    spec: Mapping[str, Any],
+    spec: ModelDeploymentSpec,
     *,
     gpu_types: Sequence[str],
     gpus_per_replica: int,
@@ -106,83 +98,55 @@ def serving_input_from_spec(
     max_model_len: int,
     model_size_gib: float,
     pool_name: str,
-    pool_taints: Sequence[Taint | Mapping[str, str]] = (),
+    pool_taints: Sequence[PoolTaint] = (),
     labels: Mapping[str, str] | None = None,
 ) -> ServingInput:
-    """Map a ModelDeployment `spec` (wire shape, camelCase) and the planner's shape onto a ServingInput.
+    """Map a ModelDeployment's spec and the planner's shape onto a ServingInput.
 
     The planner's answers (GPU types, GPUs per replica, tensor-parallel size, context length)
     come as keyword arguments because the planner already folded the spec's overrides
     (`gpu`, `engine.tensorParallelSize`, `engine.maxModelLen`) into them.
     """
-    model = spec.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise RenderError("spec.model", "a Hugging Face model id is required (e.g. meta-llama/Llama-3.1-8B)")
-    engine: Mapping[str, Any] = spec.get("engine") or {}
-    capacity = spec.get("capacityType")
-    if capacity is not None and capacity not in _CAPACITY_TYPES:
-        raise RenderError("spec.capacityType", f"must be spot or on-demand, not {capacity!r}")
-    extra_args = engine.get("extraArgs") or []
-    if not all(isinstance(arg, str) for arg in extra_args):
-        raise RenderError("spec.engine.extraArgs", "every argument must be a string")
-    cache = spec.get("modelCache") or {}
+    engine = spec.engine
+    hf_token, api_key, cache = spec.hf_token_secret_ref, spec.api_key_secret_ref, spec.model_cache
     return ServingInput(
         name=name,
         namespace=namespace,
         uid=uid,
         generation=generation,
-        model=model,
-        served_name=spec.get("servedName") or model,
+        model=spec.model,
+        served_name=spec.served_name or spec.model,
         replicas=_replicas(spec),
-        image=engine.get("image") or DEFAULT_IMAGE,
+        image=engine.image,
         tensor_parallel_size=tensor_parallel_size,
         gpus_per_replica=gpus_per_replica,
         max_model_len=max_model_len,
-        dtype=engine.get("dtype") or "auto",
-        quantization=engine.get("quantization") or "none",
-        gpu_memory_utilization=float(engine.get("gpuMemoryUtilization", 0.9)),
-        max_num_seqs=int(engine.get("maxNumSeqs", 16)),
-        extra_args=tuple(extra_args),
+        dtype=str(engine.dtype),
+        quantization=str(engine.quantization),
+        gpu_memory_utilization=engine.gpu_memory_utilization,
+        max_num_seqs=engine.max_num_seqs,
+        extra_args=tuple(engine.extra_args),
         gpu_types=tuple(gpu_types),
         pool_name=pool_name,
-        pool_taints=tuple(_taint(t) for t in pool_taints),
-        capacity_type=capacity,
-        hf_token_secret=_secret_ref(spec.get("hfTokenSecretRef"), DEFAULT_HF_TOKEN_KEY),
-        api_key_secret=_secret_ref(spec.get("apiKeySecretRef"), DEFAULT_API_KEY_KEY),
-        model_cache_pvc=cache.get("pvcName") or None,
+        pool_taints=tuple(
+            Taint(key=t.key, value=t.value or "", effect=cast(TaintEffect, str(t.effect)))
+            for t in pool_taints
+        ),
+        capacity_type=cast(CapacityType, str(spec.capacity_type)) if spec.capacity_type else None,
+        hf_token_secret=SecretKeyRef(name=hf_token.name, key=hf_token.key) if hf_token else None,
+        api_key_secret=SecretKeyRef(name=api_key.name, key=api_key.key) if api_key else None,
+        model_cache_pvc=cache.pvc_name if cache else None,
         model_size_gib=model_size_gib,
         labels=dict(labels or {}),
     )
 
 
-def _replicas(spec: Mapping[str, Any]) -> int:
+def _replicas(spec: ModelDeploymentSpec) -> int:
     """The replica count to render: `spec.replicas`, kept inside the autoscaling bounds if any.
 
-    With autoscaling the scale subresource writes `spec.replicas`; before anything has, the
-    floor is `minReplicas`, so a new autoscaled deployment starts at its minimum.
+    The scale subresource (kubectl scale, the HPA) writes `spec.replicas`; an autoscaler may lag
+    behind a change of the bounds, so the bounds win.
     """
-    autoscaling: Mapping[str, Any] = spec.get("autoscaling") or {}
-    low = int(autoscaling.get("minReplicas", 0))
-    replicas = spec.get("replicas")
-    count = int(replicas) if replicas is not None else max(low, 1)
-    if autoscaling:
-        high = int(autoscaling.get("maxReplicas", count))
-        count = min(max(count, low), high)
-    if count < 0:
-        raise RenderError("spec.replicas", f"must not be negative, got {count}")
-    return count
-
-
-def _secret_ref(ref: Mapping[str, Any] | None, default_key: str) -> SecretKeyRef | None:
-    if not ref:
-        return None
-    return SecretKeyRef(name=str(ref["name"]), key=str(ref.get("key") or default_key))
-
-
-def _taint(taint: Taint | Mapping[str, str]) -> Taint:
-    if isinstance(taint, Taint):
-        return taint
-    effect = taint.get("effect", "NoSchedule")
-    if effect not in _TAINT_EFFECTS:
-        raise RenderError("GpuPool spec.taints", f"unknown taint effect {effect!r}")
-    return Taint(key=taint["key"], value=taint.get("value", ""), effect=cast(TaintEffect, effect))
+    if spec.autoscaling is None:
+        return spec.replicas
+    return min(max(spec.replicas, spec.autoscaling.min_replicas), spec.autoscaling.max_replicas)

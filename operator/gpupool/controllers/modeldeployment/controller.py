@@ -26,7 +26,7 @@ from typing import Any
 import kopf
 
 from gpupool import metrics
-from gpupool.api import ModelDeploymentSpec
+from gpupool.api import GpuPoolSpec, ModelDeploymentSpec
 from gpupool.catalog import Offer
 from gpupool.controllers.modeldeployment.decide import ModelView, PodPlacement, decide
 from gpupool.controllers.state import OperatorState
@@ -97,7 +97,7 @@ class ModelDeploymentController:
         self,
         pods: Sequence[PodPlacement],
         managed: Mapping[str, ManagedObject],
-        pool_spec: Mapping[str, Any] | None,
+        pool_spec: GpuPoolSpec | None,
         pool_degraded: Mapping[str, Any] | None,
         node_price: Callable[[str], tuple[float, int]],
     ) -> float | None:
@@ -106,7 +106,7 @@ class ModelDeploymentController:
             return None
         state = self.state
         spec = ModelDeploymentSpec.from_k8s(body.get("spec") or {})
-        providers = tuple((pool_spec or {}).get("providers") or ())
+        providers = tuple(pool_spec.providers) if pool_spec is not None else ()
 
         def offers() -> Sequence[Offer]:
             return state.offers(providers)

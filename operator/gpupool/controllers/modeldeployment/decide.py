@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpupool.api import ModelDeploymentSpec
+from gpupool.api import GpuPoolSpec, ModelDeploymentSpec
 from gpupool.catalog import Offer, Unavailable
 from gpupool.controllers.conditions import parse_stamp, put_condition
 from gpupool.controllers.modeldeployment.plan import (
@@ -46,7 +46,7 @@ class ModelView:
     generation: int
     spec: ModelDeploymentSpec
     status: Mapping[str, Any]
-    pool_spec: Mapping[str, Any] | None
+    pool_spec: GpuPoolSpec | None
     pool_degraded: Mapping[str, Any] | None
     offers: Callable[[], Sequence[Offer]]
     unavailable: Unavailable
@@ -102,7 +102,7 @@ def decide(view: ModelView) -> Decision:
     }
     outcome = Outcome(status)
     decision = Decision(outcome)
-    spec = view.spec.to_k8s()
+    spec = view.spec
     generation = view.generation
     pool_name = view.spec.pool
 
@@ -119,7 +119,7 @@ def decide(view: ModelView) -> Decision:
             outcome, generation, "UnknownModel", f"spec.model: {error}; describe it in spec.architecture"
         )
         return decision
-    except (ValueError, KeyError) as error:
+    except ValueError as error:
         _not_ready(outcome, generation, "InvalidSpec", str(error))
         return decision
     constraints = pool_constraints_from_spec(view.pool_spec, name=pool_name)
@@ -168,17 +168,17 @@ def decide(view: ModelView) -> Decision:
         kept = fresh
         decision.planned = True
 
-    wanted = int(spec.get("replicas", 1))
-    replicas = replicas_within_budget(kept, wanted, view.spec.max_hourly_cost)
+    wanted = spec.replicas
+    replicas = replicas_within_budget(kept, wanted, spec.max_hourly_cost)
     if replicas < wanted:
-        spec = {**spec, "replicas": replicas}
+        spec = spec.model_copy(update={"replicas": replicas})
     try:
         inputs = serving_input_from_spec(
             view.name, view.namespace, view.uid, generation, spec,
             gpu_types=[kept.gpu], gpus_per_replica=kept.gpus_per_replica,
             tensor_parallel_size=kept.tensor_parallel_size, max_model_len=kept.max_model_len,
             model_size_gib=kept.weights_gib, pool_name=pool_name,
-            pool_taints=list(view.pool_spec.get("taints") or []),
+            pool_taints=view.pool_spec.taints,
         )  # fmt: skip
         decision.objects = view.render(inputs)
     except RenderError as error:

@@ -8,19 +8,24 @@ warning saying why), and its finalizer (`termination`) cleans up.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from gpupool import metrics
+from gpupool.api import GpuNodeClaim, GpuPoolSpec
 from gpupool.controllers.conditions import parse_stamp
 from gpupool.controllers.nodeclaim.reconcile import GiveUp, reconcile_claim
 from gpupool.controllers.nodeclaim.registration import NodeInfo
 from gpupool.controllers.outcome import Outcome
 from gpupool.controllers.state import OperatorState
 from gpupool.controllers.writes import StatusWriter
+
+log = logging.getLogger(__name__)
 
 
 class ClaimController:
@@ -35,13 +40,20 @@ class ClaimController:
     async def reconcile(
         self,
         nodes: Mapping[str, NodeInfo],
-        pool_spec: Mapping[str, Any],
+        pool_spec: GpuPoolSpec,
         provider_exists: Callable[[str], bool],
     ) -> float | None:
         body, state = self.body, self.state
         if body["metadata"].get("deletionTimestamp"):
             return None
-        provider = body["spec"]["offer"]["provider"]
+        try:
+            claim = GpuNodeClaim.from_k8s(body)
+        except ValidationError as error:
+            # Only the operator writes claims, under the same schema: a version skew. Said once;
+            # the claim's next change tries again.
+            log.warning("GpuNodeClaim %s does not match the API: %s", self.name, error)
+            return None
+        provider = claim.spec.offer.provider
         if provider_exists(provider) and provider not in state.providers_seen:
             return None  # the provider's first listing since start wakes this claim
         current = self.writer.current(body)
@@ -49,7 +61,7 @@ class ClaimController:
         outcome = Outcome(status)
         try:
             with metrics.reconcile_timer("nodeclaim"):
-                await reconcile_claim(body, status, state, nodes, pool_spec, outcome)
+                await reconcile_claim(claim, status, state, nodes, pool_spec, outcome)
         except GiveUp as gave_up:
             kopf.warn(body, reason=gave_up.reason, message=gave_up.message)
             await self.writer.write(body, {**current, "phase": "Failed"})
@@ -66,6 +78,6 @@ class ClaimController:
                 reason="Ready",
                 message=f"node {status.get('nodeName')} is Ready, {seconds:.0f}s after launch",
             )
-            metrics.observe_launch_to_ready(body["spec"]["offer"]["provider"], seconds)
+            metrics.observe_launch_to_ready(provider, seconds)
         await self.writer.write(body, status)
         return outcome.requeue

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import cast
 
+from gpupool.api import GpuNodeClaim
+from gpupool.api.pool import Taint
+from gpupool.catalog import CapacityType
 from gpupool.planner.scheduling import gpupool_labels
 from gpupool.providers.base import LaunchRequest
 from gpupool.providers.bootstrap import DEFAULT_USER_DATA_TEMPLATE, render_user_data
@@ -20,29 +23,25 @@ from gpupool.providers.bootstrap import DEFAULT_USER_DATA_TEMPLATE, render_user_
 CLAIM_LABEL = "gpupool.dev/claim"
 
 
-def node_labels(claim: Mapping[str, Any], pool_labels: Mapping[str, str]) -> dict[str, str]:
+def node_labels(claim: GpuNodeClaim, pool_labels: Mapping[str, str]) -> dict[str, str]:
     """The labels the claim's Node must carry: the pool's own, then gpupool's (which win)."""
-    offer = claim["spec"]["offer"]
+    offer = claim.spec.offer
     return {
         **dict(pool_labels),
-        CLAIM_LABEL: claim["metadata"]["name"],
+        CLAIM_LABEL: claim.name,
         # The same labels the packer expected the node to have when it bought it.
         **gpupool_labels(
-            claim["spec"]["pool"],
-            offer["gpu"],
-            int(offer["gpuCount"]),
-            offer["capacityType"],
-            offer["provider"],
+            claim.spec.pool, offer.gpu, offer.gpu_count, str(offer.capacity_type), offer.provider
         ),
     }
 
 
 def launch_request(
-    claim: Mapping[str, Any],
+    claim: GpuNodeClaim,
     *,
     cluster_name: str,
     pool_labels: Mapping[str, str],
-    pool_taints: Sequence[Mapping[str, str]],
+    pool_taints: Sequence[Taint],
     user_data_template: str,
 ) -> LaunchRequest:
     """The provider request for a claim: everything comes from the claim's immutable spec.
@@ -51,22 +50,22 @@ def launch_request(
     pods that do not tolerate them land on it); the user data is the GpuProvider's bootstrap
     template, or the type's default, rendered by `providers.bootstrap`.
     """
-    offer = claim["spec"]["offer"]
+    offer = claim.spec.offer
     request = LaunchRequest(
-        claim_name=claim["metadata"]["name"],
-        claim_uid=claim["metadata"]["uid"],
+        claim_name=claim.name,
+        claim_uid=claim.metadata.uid or "",
         cluster_name=cluster_name,
-        region=offer["region"],
-        zone=offer.get("zone", ""),
-        instance_type=offer["instanceType"],
-        capacity_type=offer["capacityType"],
-        gpu=offer["gpu"],
-        gpu_count=int(offer["gpuCount"]),
+        region=offer.region,
+        zone=offer.zone or "",
+        instance_type=offer.instance_type,
+        capacity_type=cast(CapacityType, str(offer.capacity_type)),
+        gpu=offer.gpu,
+        gpu_count=offer.gpu_count,
         # pricePerHour is after the negotiated discount, while clouds compare a spot bid with
         # their list price: bid nothing and take the current spot price.
         max_price=None,
         labels=node_labels(claim, pool_labels),
-        taints=tuple((t["key"], t.get("value", ""), t["effect"]) for t in pool_taints),
+        taints=tuple((t.key, t.value or "", str(t.effect)) for t in pool_taints),
     )
     user_data = render_user_data(user_data_template or DEFAULT_USER_DATA_TEMPLATE, request)
     return dataclasses.replace(request, user_data=user_data)

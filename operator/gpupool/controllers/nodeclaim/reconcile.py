@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
-from gpupool.catalog import offer_key
-from gpupool.controllers.conditions import now_stamp, parse_stamp, put_condition, seconds
+from gpupool.api import GpuNodeClaim, GpuPoolSpec
+from gpupool.api.nodeclaim import Offer as ClaimedOffer
+from gpupool.catalog import CapacityType, offer_key
+from gpupool.controllers.conditions import now_stamp, parse_stamp, put_condition
 from gpupool.controllers.nodeclaim.launch import launch_request, node_labels
 from gpupool.controllers.nodeclaim.registration import NodeInfo, node_patch
 from gpupool.controllers.outcome import Outcome
@@ -49,53 +51,57 @@ def _age_seconds(stamp: str | None) -> float:
 
 
 def _condition(
-    status: dict[str, Any], claim: Mapping[str, Any], type_: str, ok: bool, reason: str, message: str
+    status: dict[str, Any], claim: GpuNodeClaim, type_: str, ok: bool, reason: str, message: str
 ) -> None:
-    put_condition(status, type_, ok, reason, message, claim["metadata"].get("generation", 1))
+    put_condition(status, type_, ok, reason, message, claim.metadata.generation or 1)
 
 
 async def reconcile_claim(
-    claim: Mapping[str, Any],
+    claim: GpuNodeClaim,
     status: dict[str, Any],
     state: OperatorState,
     nodes: Mapping[str, NodeInfo],
-    pool_spec: Mapping[str, Any],
+    pool_spec: GpuPoolSpec,
     outcome: Outcome,
 ) -> None:
-    """Take the claim one step further, writing into `status`; raises GiveUp to abandon it."""
+    """Take the claim one step further, writing into `status`; raises GiveUp to abandon it.
+
+    `status` starts as the claim's current status in its wire form, the form the StatusWriter
+    compares with what the API server has; the spec is read from the model.
+    """
     status.setdefault("conditions", [])
-    status["observedGeneration"] = claim["metadata"].get("generation", 1)
-    offer = claim["spec"]["offer"]
-    handle = state.providers.get(offer["provider"])
+    status["observedGeneration"] = claim.metadata.generation or 1
+    offer = claim.spec.offer
+    capacity_type = cast(CapacityType, str(offer.capacity_type))
+    handle = state.providers.get(offer.provider)
     if handle is None or (handle.deleting and not status.get("instanceId")):
         if handle is not None:
-            raise GiveUp("ProviderDeleting", f"GpuProvider {offer['provider']!r} is being deleted")
+            raise GiveUp("ProviderDeleting", f"GpuProvider {offer.provider!r} is being deleted")
         status["phase"] = status.get("phase") or "Pending"
         _condition(
             status, claim, "Launched", False, "ProviderNotReady",
-            f"GpuProvider {offer['provider']!r} is not known or not ready yet",
+            f"GpuProvider {offer.provider!r} is not known or not ready yet",
         )  # fmt: skip
         return
-    taints = list(pool_spec.get("taints") or [])
-    timeout = seconds((pool_spec.get("disruption") or {}).get("launchTimeout") or "10m")
+    timeout = pool_spec.disruption.launch_timeout_delta.total_seconds()
 
     if not status.get("instanceId"):
         request = launch_request(
             claim,
             cluster_name=state.cluster_name,
-            pool_labels=pool_spec.get("labels") or {},
-            pool_taints=taints,
+            pool_labels=pool_spec.labels,
+            pool_taints=pool_spec.taints,
             user_data_template=handle.user_data_template,
         )
         try:
             launched = await handle.client.create(request)
         except (CapacityError, QuotaError) as error:
-            state.mark_unavailable(_offer_key(offer), offer["capacityType"])
+            state.mark_unavailable(_offer_key(offer), capacity_type)
             reason = "InsufficientCapacity" if isinstance(error, CapacityError) else "QuotaExceeded"
             raise GiveUp(reason, str(error)) from error
         except (AuthError, InvalidRequestError) as error:
             # No retry will fix these; keep the pods moving to other offers meanwhile.
-            state.mark_unavailable(_offer_key(offer), offer["capacityType"])
+            state.mark_unavailable(_offer_key(offer), capacity_type)
             reason = "AuthFailed" if isinstance(error, AuthError) else "InvalidRequest"
             raise GiveUp(reason, str(error)) from error
         except ProviderError as error:  # transient after retries: try again soon
@@ -111,7 +117,7 @@ async def reconcile_claim(
         )
         _condition(
             status, claim, "Launched", True, "Launched",
-            f"instance {launched.id} launched at {offer['provider']} in {offer['region']}",
+            f"instance {launched.id} launched at {offer.provider} in {offer.region}",
         )  # fmt: skip
         # On to registration at once: after a crash between the launch and this record, the
         # instance's Node may have joined already, and its events woke nobody (no claim knew
@@ -139,7 +145,7 @@ async def reconcile_claim(
             raise GiveUp("NodeVanished", f"node {status['nodeName']} was deleted")
         age = _age_seconds(status.get("launchedAt"))
         if age > timeout:
-            state.mark_unavailable(_offer_key(offer), offer["capacityType"])
+            state.mark_unavailable(_offer_key(offer), capacity_type)
             raise GiveUp(
                 "RegistrationTimeout",
                 f"no Node registered for instance {status['instanceId']} within {timeout:.0f}s",
@@ -150,7 +156,7 @@ async def reconcile_claim(
         outcome.requeue_in(max(timeout - age, 0.0) + 0.5)
         return
 
-    patch = node_patch(node, node_labels(claim, pool_spec.get("labels") or {}), taints)
+    patch = node_patch(node, node_labels(claim, pool_spec.labels), pool_spec.taints)
     if patch is not None:
         await state.kube.patch_node(node.name, patch)
     if not status.get("nodeName"):
@@ -164,13 +170,8 @@ async def reconcile_claim(
         _condition(status, claim, "Ready", False, "NodeNotReady", f"node {node.name} is not Ready")
 
 
-def _offer_key(offer: Mapping[str, Any]) -> str:
+def _offer_key(offer: ClaimedOffer) -> str:
     """The catalog key of the offer a claim's spec records."""
     return offer_key(
-        offer["provider"],
-        offer["region"],
-        offer.get("zone", ""),
-        offer["instanceType"],
-        offer["gpu"],
-        int(offer["gpuCount"]),
+        offer.provider, offer.region, offer.zone or "", offer.instance_type, offer.gpu, offer.gpu_count
     )

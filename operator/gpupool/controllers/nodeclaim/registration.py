@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gpupool.api.pool import Taint
 from gpupool.planner import scheduling
 
 GPU_TAINT = dict(zip(("key", "value", "effect"), scheduling.GPU_TAINT, strict=True))
@@ -62,7 +63,7 @@ def status_behind_node(status: Mapping[str, Any], node: NodeInfo | None) -> bool
 
 
 def node_patch(
-    node: NodeInfo, labels: Mapping[str, str], pool_taints: Sequence[Mapping[str, str]]
+    node: NodeInfo, labels: Mapping[str, str], pool_taints: Sequence[Taint]
 ) -> dict[str, Any] | None:
     """The patch that gives the Node the claim's labels and taints, or None if it has them."""
     current_labels = node.labels
@@ -70,7 +71,7 @@ def node_patch(
     current_taints = [dict(t) for t in node.taints]
     wanted = [
         GPU_TAINT,
-        *({"key": t["key"], "value": t.get("value", ""), "effect": t["effect"]} for t in pool_taints),
+        *({"key": t.key, "value": t.value or "", "effect": str(t.effect)} for t in pool_taints),
     ]
     missing_taints = [t for t in wanted if not any(_same_taint(t, c) for c in current_taints)]
     if not missing_labels and not missing_taints:

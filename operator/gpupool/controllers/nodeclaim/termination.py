@@ -11,11 +11,10 @@ keeps the finalizer until a call returns.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
-from typing import Any
 
 from lightkube.resources.core_v1 import Pod
 
+from gpupool.api import GpuNodeClaim
 from gpupool.controllers.kube import Kube, NotFound
 from gpupool.controllers.nodeclaim.registration import NodeInfo
 from gpupool.controllers.state import OperatorState
@@ -63,23 +62,22 @@ async def cordon_and_drain(kube: Kube, node: NodeInfo) -> None:
         raise Retry(f"draining node {name}: {len(pods)} pods left{detail}", delay=5.0 if refused else 2.0)
 
 
-async def terminate_claim(claim: Mapping[str, Any], state: OperatorState, node: NodeInfo | None) -> None:
+async def terminate_claim(claim: GpuNodeClaim, state: OperatorState, node: NodeInfo | None) -> None:
     """Drain, terminate, delete the Node. Raises Retry until all three are done."""
-    status = claim.get("status") or {}
-    offer = claim["spec"]["offer"]
+    provider = claim.spec.offer.provider
     if node is not None:
         await cordon_and_drain(state.kube, node)
 
-    handle = state.providers.get(offer["provider"])
+    handle = state.providers.get(provider)
     if handle is None:
-        if status.get("instanceId"):
-            raise Retry(f"GpuProvider {offer['provider']!r} is not ready; cannot terminate yet", 15)
+        if claim.status.instance_id:
+            raise Retry(f"GpuProvider {provider!r} is not ready; cannot terminate yet", 15)
     else:
-        instance_ids = [status["instanceId"]] if status.get("instanceId") else []
+        instance_ids = [claim.status.instance_id] if claim.status.instance_id else []
         if not instance_ids:
             # No recorded id, yet a launch may have gone through just before a crash:
             # the cloud knows the instance by the claim's UID.
-            uid = claim["metadata"]["uid"]
+            uid = claim.metadata.uid
             instance_ids = [i.id for i in await handle.client.list() if i.claim_uid == uid]
         for instance_id in instance_ids:
             await handle.client.delete(instance_id)

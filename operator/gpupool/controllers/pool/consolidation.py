@@ -12,13 +12,12 @@ operator more patient.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
-from gpupool.controllers.conditions import parse_stamp
+from gpupool.api import GpuNodeClaim, NodeClaimPhase
 
 
 def consolidation_candidates(
-    claims: Sequence[Mapping[str, Any]],
+    claims: Sequence[GpuNodeClaim],
     gpus_on_node: Callable[[str], int],
     empty_since: Mapping[str, float],
     now: float,
@@ -29,20 +28,19 @@ def consolidation_candidates(
     clock: dict[str, float] = {}
     doomed: list[str] = []
     for claim in claims:
-        status = claim.get("status") or {}
-        node = status.get("nodeName")
-        if not node or status.get("phase") != "Ready" or claim["metadata"].get("deletionTimestamp"):
+        node = claim.status.node_name
+        if not node or claim.status.phase != NodeClaimPhase.READY or claim.metadata.deletion_timestamp:
             continue
         if gpus_on_node(node) > 0:
             continue
         since = empty_since.get(node, now)
         clock[node] = since
         if pending_pods == 0 and now - since >= consolidate_after:
-            doomed.append(claim["metadata"]["name"])
+            doomed.append(claim.name)
     return doomed, clock
 
 
-def expired_claims(claims: Sequence[Mapping[str, Any]], now: float, expire_after: float | None) -> list[str]:
+def expired_claims(claims: Sequence[GpuNodeClaim], now: float, expire_after: float | None) -> list[str]:
     """Claims launched more than `expireAfter` ago (None: Never), as Karpenter expires nodes.
 
     Deleting them drains within PodDisruptionBudgets, and the evicted pods' demand buys fresh
@@ -52,9 +50,9 @@ def expired_claims(claims: Sequence[Mapping[str, Any]], now: float, expire_after
         return []
     doomed = []
     for claim in claims:
-        launched = (claim.get("status") or {}).get("launchedAt")
-        if claim["metadata"].get("deletionTimestamp") or not launched:
+        launched = claim.status.launched_at
+        if claim.metadata.deletion_timestamp or launched is None:
             continue
-        if now - parse_stamp(str(launched)) >= expire_after:
-            doomed.append(claim["metadata"]["name"])
+        if now - launched.timestamp() >= expire_after:
+            doomed.append(claim.name)
     return doomed

@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 
 from gpupool import metrics
-from gpupool.api import DisruptionReason, GpuPoolSpec
+from gpupool.api import DisruptionReason, GpuNodeClaim, GpuPoolSpec
 from gpupool.controllers.conditions import put_condition
 from gpupool.controllers.kube import status_code
 from gpupool.controllers.nodeclaim.registration import NodeInfo
@@ -58,28 +58,28 @@ class PoolController:
         # Claims created but not yet seen in the claim index (the watch lags the create): they
         # count as capacity and against the limits meanwhile, or the next batch would buy the
         # same pods' nodes again (controller-runtime's "expectations").
-        self.expected: dict[str, tuple[dict[str, Any], float]] = {}
+        self.expected: dict[str, tuple[GpuNodeClaim, float]] = {}
         # Pod key -> the reason last posted on it as an event, for pods that fit no offer.
         self.reported: dict[str, str] = {}
 
     async def reconcile(
         self,
         pending: Sequence[PodDemand],
-        claims: Sequence[Mapping[str, Any]],
+        claims: Sequence[GpuNodeClaim],
         gpus_on_node: Callable[[str], int],
         used_on_node: Callable[[str], Resources],
         provider_exists: Callable[[str], bool],
-        node_of: Callable[[Mapping[str, Any]], NodeInfo | None],
+        node_of: Callable[[GpuNodeClaim], NodeInfo | None],
         busy: Callable[[str], bool],
     ) -> float | None:
         body = self.body
         if body["metadata"].get("deletionTimestamp"):
             return None
-        providers = (body.get("spec") or {}).get("providers") or ()
-        if any(provider_exists(p) and p not in self.state.providers_seen for p in providers):
+        spec = GpuPoolSpec.from_k8s(body.get("spec") or {})
+        if any(provider_exists(p) and p not in self.state.providers_seen for p in spec.providers):
             return None  # the provider's first listing since start wakes this pool
         with metrics.reconcile_timer("pool"):
-            outcome = await self._reconcile(pending, claims, gpus_on_node, used_on_node, node_of, busy)
+            outcome = await self._reconcile(spec, pending, claims, gpus_on_node, used_on_node, node_of, busy)
         for event in outcome.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         status = outcome.status
@@ -94,39 +94,38 @@ class PoolController:
 
     async def _reconcile(
         self,
+        spec: GpuPoolSpec,
         pending: Sequence[PodDemand],
-        claims: Sequence[Mapping[str, Any]],
+        claims: Sequence[GpuNodeClaim],
         gpus_on_node: Callable[[str], int],
         used_on_node: Callable[[str], Resources],
-        node_of: Callable[[Mapping[str, Any]], NodeInfo | None],
+        node_of: Callable[[GpuNodeClaim], NodeInfo | None],
         busy: Callable[[str], bool],
     ) -> Outcome:
         state, body, name = self.state, self.body, self.name
         settings = state.settings
         generation = int(body["metadata"].get("generation") or 1)
-        spec = GpuPoolSpec.from_k8s(body.get("spec") or {})
-        wire_spec = spec.to_k8s()
         current = self.writer.current(body)
         status: dict[str, Any] = {"conditions": list(current.get("conditions") or [])}
         outcome = Outcome(status)
         now = time.time()
 
-        seen = {c["metadata"]["name"] for c in claims}
+        seen = {c.name for c in claims}
         self.expected = {
             name: (manifest, at)
             for name, (manifest, at) in self.expected.items()
             if name not in seen and now - at < EXPECTATION_SECONDS
         }
-        live = [c for c in claims if not c["metadata"].get("deletionTimestamp")]
+        live = [c for c in claims if not c.metadata.deletion_timestamp]
         live += [manifest for manifest, _at in self.expected.values()]
         providers = tuple(spec.providers)
         missing = [p for p in providers if p not in state.providers or state.providers[p].deleting]
         offers = state.offers(providers)
         constraints = dataclasses.replace(
-            pool_constraints_from_spec(wire_spec, name=name),
+            pool_constraints_from_spec(spec, name=name),
             used_nodes=len(live),
-            used_gpus=sum(int(c["spec"]["offer"]["gpuCount"]) for c in live),
-            used_cost_per_hour=sum(float(c["spec"]["offer"].get("pricePerHour") or 0) for c in live),
+            used_gpus=sum(c.spec.offer.gpu_count for c in live),
+            used_cost_per_hour=sum(c.spec.offer.price_per_hour for c in live),
         )
 
         # --- provisioning -----------------------------------------------------------------
@@ -198,7 +197,7 @@ class PoolController:
         expiry = disruption.expire_after_delta
         expired = expired_claims(live, now, expiry.total_seconds() if expiry else None)
         plan = plan_disruption(
-            [c for c in claims if c["metadata"]["name"] not in self.expected],
+            [c for c in claims if c.name not in self.expected],
             disruption,
             empty=candidates,
             expired=expired,
@@ -287,8 +286,8 @@ class PoolController:
         manifest = claim_manifest(self.name, self.body["metadata"]["uid"], instance)
         offer = instance.offer
         try:
-            await self.state.kube.create_cluster_object("gpunodeclaims", manifest)
-            self.expected[manifest["metadata"]["name"]] = (manifest, now)
+            await self.state.kube.create_cluster_object("gpunodeclaims", manifest.to_k8s())
+            self.expected[manifest.name] = (manifest, now)
         except Exception as error:
             if status_code(error) != 422:
                 raise

@@ -14,11 +14,10 @@ wins: the taint is lifted and the clock starts again. Pure: the controller does 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from gpupool.api import Disruption, DisruptionReason
+from gpupool.api import Disruption, DisruptionReason, GpuNodeClaim
 from gpupool.controllers.nodeclaim.registration import NodeInfo
 from gpupool.controllers.nodeclaim.termination import DISRUPTED_TAINT
 
@@ -38,26 +37,26 @@ def _tainted(node: NodeInfo | None) -> bool:
 
 
 def plan_disruption(
-    claims: Sequence[Mapping[str, Any]],
+    claims: Sequence[GpuNodeClaim],
     disruption: Disruption,
     *,
     empty: Sequence[str],
     expired: Sequence[str],
-    node_of: Callable[[Mapping[str, Any]], NodeInfo | None],
+    node_of: Callable[[GpuNodeClaim], NodeInfo | None],
     busy: Callable[[str], bool],
 ) -> DisruptionPlan:
     """`empty` and `expired` are claim names in the order to take them (longest empty, oldest
     first); `busy(node)` says whether a node holds pods but DaemonSet pods now."""
     plan = DisruptionPlan()
-    by_name = {c["metadata"]["name"]: c for c in claims}
+    by_name = {c.name: c for c in claims}
     total = len(claims)
-    disrupting = sum(1 for c in claims if c["metadata"].get("deletionTimestamp"))
-    live = [c for c in claims if not c["metadata"].get("deletionTimestamp")]
+    disrupting = sum(1 for c in claims if c.metadata.deletion_timestamp)
+    live = [c for c in claims if not c.metadata.deletion_timestamp]
 
     # A node tainted by us that got busy again, or is no longer a candidate, is given back.
     for claim in live:
         node = node_of(claim)
-        name = claim["metadata"]["name"]
+        name = claim.name
         if node is not None and _tainted(node) and (busy(node.name) or name not in empty):
             plan.untaint.append(node)
 

@@ -12,11 +12,14 @@ claim controller does the launch. Pure: the controller does the reads and the wr
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
-from gpupool.catalog import Offer
+from gpupool.api import CapacityType as CapacityTypeName
+from gpupool.api import GpuNodeClaim, GpuNodeClaimSpec, ObjectMeta
+from gpupool.api.nodeclaim import Offer as ClaimedOffer
+from gpupool.catalog import CapacityType, Offer
 from gpupool.controllers.kube import FINALIZER, GROUP, VERSION
 from gpupool.planner import Capacity, NewInstance
 from gpupool.planner.resources import Resources
@@ -47,26 +50,26 @@ def batch_ready(
     return False, window, closes_at - now
 
 
-def claimed_offer(offer: Mapping[str, Any]) -> Offer:
+def claimed_offer(offer: ClaimedOffer) -> Offer:
     """The catalog Offer a claim's spec records (without prices: only its shape is needed)."""
     return Offer(
-        provider=str(offer["provider"]),
-        region=str(offer["region"]),
-        zone=str(offer.get("zone") or ""),
-        instance_type=str(offer["instanceType"]),
-        gpu=str(offer["gpu"]),
-        gpu_count=int(offer["gpuCount"]),
-        gpu_memory_gib=float(offer.get("gpuMemoryGiB") or 0.0),
-        vcpus=int(offer["vcpus"]) if offer.get("vcpus") else None,
-        memory_gib=float(offer["memoryGiB"]) if offer.get("memoryGiB") else None,
-        disk_gib=float(offer["diskGiB"]) if offer.get("diskGiB") else None,
+        provider=offer.provider,
+        region=offer.region,
+        zone=offer.zone or "",
+        instance_type=offer.instance_type,
+        gpu=offer.gpu,
+        gpu_count=offer.gpu_count,
+        gpu_memory_gib=offer.gpu_memory_gib or 0.0,
+        vcpus=offer.vcpus,
+        memory_gib=offer.memory_gib,
+        disk_gib=offer.disk_gib,
         on_demand_price=None,
         spot_price=None,
     )
 
 
 def pool_capacity(
-    claims: Sequence[Mapping[str, Any]],
+    claims: Sequence[GpuNodeClaim],
     gpus_on_node: Callable[[str], int],
     used_on_node: Callable[[str], Resources],
     pool: str,
@@ -74,19 +77,18 @@ def pool_capacity(
     """Every live claim of the pool, with the GPUs, CPU, memory and disk its node's pods leave."""
     capacity = []
     for claim in claims:
-        if claim["metadata"].get("deletionTimestamp"):
+        if claim.metadata.deletion_timestamp:
             continue
-        status = claim.get("status") or {}
-        offer = claim["spec"]["offer"]
-        node = status.get("nodeName") or ""
+        offer = claim.spec.offer
+        node = claim.status.node_name or ""
         used = gpus_on_node(node) if node else 0
         capacity.append(
             Capacity(
-                name=claim["metadata"]["name"],
-                gpu=offer["gpu"],
-                free_gpus=max(int(offer["gpuCount"]) - used, 0),
+                name=claim.name,
+                gpu=offer.gpu,
+                free_gpus=max(offer.gpu_count - used, 0),
                 pool=pool,
-                capacity_type=offer["capacityType"],
+                capacity_type=cast(CapacityType, str(offer.capacity_type)),
                 offer=claimed_offer(offer),
                 used=used_on_node(node) if node else Resources(),
             )
@@ -94,44 +96,44 @@ def pool_capacity(
     return capacity
 
 
-def claim_manifest(pool_name: str, pool_uid: str, instance: NewInstance) -> dict[str, Any]:
+def claim_manifest(pool_name: str, pool_uid: str, instance: NewInstance) -> GpuNodeClaim:
     """A GpuNodeClaim for one new instance, owned by the pool (deleting the pool deletes it)."""
     offer = instance.offer
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "GpuNodeClaim",
-        "metadata": {
-            "name": f"{pool_name}-{uuid.uuid4().hex[:8]}",
-            "labels": {"gpupool.dev/pool": pool_name},
-            # Born with the finalizer its termination needs, so kopf has no patch to make for it.
-            "finalizers": [FINALIZER],
-            "ownerReferences": [
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "GpuPool",
-                    "name": pool_name,
-                    "uid": pool_uid,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": {
-            "pool": pool_name,
-            "offer": {
-                "provider": offer.provider,
-                "region": offer.region,
+    return GpuNodeClaim(
+        metadata=ObjectMeta.model_validate(
+            {
+                "name": f"{pool_name}-{uuid.uuid4().hex[:8]}",
+                "labels": {"gpupool.dev/pool": pool_name},
+                # Born with the finalizer its termination needs, so kopf has no patch to make for it.
+                "finalizers": [FINALIZER],
+                "ownerReferences": [
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": "GpuPool",
+                        "name": pool_name,
+                        "uid": pool_uid,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            }
+        ),
+        spec=GpuNodeClaimSpec(
+            pool=pool_name,
+            offer=ClaimedOffer(
+                provider=offer.provider,
+                region=offer.region,
                 # The schema has no empty strings or zero memory: absent means unknown.
-                **({"zone": offer.zone} if offer.zone else {}),
-                "instanceType": offer.instance_type,
-                "gpu": offer.gpu,
-                "gpuCount": offer.gpu_count,
-                **({"gpuMemoryGiB": offer.gpu_memory_gib} if offer.gpu_memory_gib > 0 else {}),
+                zone=offer.zone or None,
+                instance_type=offer.instance_type,
+                gpu=offer.gpu,
+                gpu_count=offer.gpu_count,
+                gpu_memory_gib=float(offer.gpu_memory_gib) if offer.gpu_memory_gib > 0 else None,
                 # What the packer fits pods against when it counts this claim as capacity.
-                **({"vcpus": offer.vcpus} if offer.vcpus else {}),
-                **({"memoryGiB": float(offer.memory_gib)} if offer.memory_gib else {}),
-                **({"diskGiB": float(offer.disk_gib)} if offer.disk_gib else {}),
-                "capacityType": instance.capacity_type,
-                "pricePerHour": round(instance.price_per_hour, 6),
-            },
-        },
-    }
+                vcpus=offer.vcpus or None,
+                memory_gib=float(offer.memory_gib) if offer.memory_gib else None,
+                disk_gib=float(offer.disk_gib) if offer.disk_gib else None,
+                capacity_type=CapacityTypeName(instance.capacity_type),
+                price_per_hour=round(float(instance.price_per_hour), 6),
+            ),
+        ),
+    )
