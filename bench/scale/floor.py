@@ -38,7 +38,7 @@ from bench.scale.offers import REGION, write_offers_csv
 from bench.scale.run import BENCH_NS, GROUP, MODELS, VERSION, Result, measure, running_pods
 from kubernetes import client, config
 
-from gpupool.api import ModelDeploymentSpec
+from gpupool.api import GpuPoolSpec, ModelDeploymentSpec
 from gpupool.catalog import Offer, load_offers_csv
 from gpupool.controllers.modeldeployment.plan import kept_from_plan
 from gpupool.controllers.nodeclaim.launch import CLAIM_LABEL
@@ -69,10 +69,10 @@ def sold_offers(scenario: str) -> list[Offer]:
     return shipped_simcloud_offers()
 
 
-def pool_spec(scenario: str) -> dict[str, Any]:
+def pool_spec(scenario: str) -> GpuPoolSpec:
     """The GpuPool spec run.py's Gpupool.setup writes for the scenario."""
     regions = {"regions": [f"aws-{REGION}"]} if scenario == "pods" else {}
-    return {"providers": ["sim"], "capacityTypes": ["on-demand"], **regions}
+    return GpuPoolSpec.from_k8s({"providers": ["sim"], "capacityTypes": ["on-demand"], **regions})
 
 
 def pending(pod: dict[str, Any], replicas: int, name: str) -> list[PendingPod]:
@@ -130,7 +130,7 @@ def model_units(count: int) -> list[Unit]:
     for i in range(count):
         name, model = f"m{i:04d}", MODELS[i % len(MODELS)]
         wire = {"model": model, "pool": POOL, "engine": {"maxModelLen": 4096}}
-        spec = ModelDeploymentSpec.from_k8s(wire).to_k8s()
+        spec = ModelDeploymentSpec.from_k8s(wire)
         plan = plans.get(model) or plan_deployment(request_from_spec(spec), offers, constraints)
         kept = kept_from_plan(plans.setdefault(model, plan), "", ())
         inputs = serving_input_from_spec(
