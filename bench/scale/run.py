@@ -534,7 +534,16 @@ def main() -> int:
         action="store_true",
         help="the peer may buy only the instance types gpupool bought: the same nodes, two pipelines",
     )
+    parser.add_argument(
+        "--kcm-qps",
+        type=int,
+        default=None,
+        help="kube-controller-manager's client QPS (burst 2x) on every cluster of the run; default 20",
+    )
     args = parser.parse_args()
+    if args.kcm_qps is not None:  # read by tests/cluster/up.sh for every fresh cluster of this run
+        os.environ["GPUPOOL_KCM_QPS"] = str(args.kcm_qps)
+    print(f"kube-controller-manager client: {os.environ.get('GPUPOOL_KCM_QPS', '20')} QPS", flush=True)
     if args.peer == "floor":  # bench/scale/floor.py: the same objects with no provisioner
         from bench.scale.floor import run_floor_peer
 

@@ -249,9 +249,7 @@ class SimCloud:
         return instance
 
     def interruptions(self) -> list[SimInstance]:
-        return [
-            i for i in self.store.all(states=("pending", "running", "terminating")) if i.notice_at is not None
-        ]
+        return self.store.due("notice_at", float("inf"), states=("pending", "running", "terminating"))
 
     # --- the clock's work ---------------------------------------------------------------------
 
@@ -263,11 +261,10 @@ class SimCloud:
         # Machines boot and go away side by side, as in a real cloud: a hundred launched together
         # join together, not one after another.
         await self._all(
-            (self._boot(i, now), i, "boot") for i in self.store.all(states=("pending",)) if i.boot_at <= now
+            (self._boot(i, now), i, "boot") for i in self.store.due("boot_at", now, states=("pending",))
         )
-        for instance in self.store.all(states=("pending", "running")):
-            if instance.interrupt_at is not None and instance.interrupt_at <= now:
-                self.terminate(instance.id)
+        for instance in self.store.due("interrupt_at", now, states=("pending", "running")):
+            self.terminate(instance.id)
         await self._all(
             (self._finish_termination(i, now), i, "termination")
             for i in self.store.all(states=("terminating",))

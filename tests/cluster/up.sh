@@ -11,6 +11,7 @@ NAME=${GPUPOOL_CLUSTER:-gpupool}
 BIN=$("$here/build.sh")
 export KWOK_WORKDIR="$CACHE/kwok" PATH="$BIN:$PATH"
 KUBECONFIG_PATH="$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml"
+KCM_QPS=${GPUPOOL_KCM_QPS:-20}
 
 log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*" >&2; }
 
@@ -59,6 +60,14 @@ componentsPatches:
   # range is a /24), apart from KWOK's pod range.
   - key: service-cluster-ip-range
     value: 10.96.0.0/16
+- name: kube-controller-manager
+  extraArgs:
+  # GPUPOOL_KCM_QPS: the controller manager's client rate limit (burst twice that). Its default,
+  # 20 QPS, is what a thousand new nodes wait on (bench/scale --kcm-qps; docs/control-loop.md).
+  - key: kube-api-qps
+    value: "$KCM_QPS"
+  - key: kube-api-burst
+    value: "$(( KCM_QPS * 2 ))"
 - name: etcd
   extraArgs:
   - key: unsafe-no-fsync

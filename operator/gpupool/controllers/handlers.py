@@ -25,9 +25,9 @@ from typing import Any
 import kopf
 
 from gpupool import metrics
-from gpupool.api import GpuNodeClaim, GpuPoolSpec
+from gpupool.api import GpuNodeClaim, GpuPoolSpec, NodeClaimPhase
 from gpupool.api.deployment import DEFAULT_POOL
-from gpupool.controllers import indexes  # noqa: F401  (registers the indexes with kopf)
+from gpupool.controllers import indexes  # importing it registers the indexes with kopf
 from gpupool.controllers.indexes import MANAGED
 from gpupool.controllers.kube import FINALIZER, GROUP, VERSION, Kube
 from gpupool.controllers.loop import reconcile_forever
@@ -142,9 +142,9 @@ async def pod_changed(
 
 
 @kopf.on.event("nodes")  # type: ignore[arg-type]
-async def node_changed(body: kopf.Body, memo: kopf.Memo, claims_by_instance: Idx, **_: Any) -> None:
+async def node_changed(body: kopf.Body, memo: kopf.Memo, claim_index: Idx, **_: Any) -> None:
     provider_id = (body.get("spec") or {}).get("providerID")
-    claim = _first(claims_by_instance, provider_id) if provider_id else None
+    claim = _first(claim_index, (indexes.PROVIDER_ID, provider_id)) if provider_id else None
     if claim is not None:
         _state(memo).wakeups.wake(("claim", claim))
 
@@ -155,8 +155,8 @@ async def claim_changed(
     spec: kopf.Spec,
     status: kopf.Status,
     memo: kopf.Memo,
-    model_deployments_by_node: Idx,
-    claim_phases: Idx,
+    pod_index: Idx,
+    claim_index: Idx,
     nodes_by_provider_id: Idx,
     **_: Any,
 ) -> None:
@@ -168,8 +168,12 @@ async def claim_changed(
         wakeups.wake(("claim", name))
     node_name = status.get("nodeName")
     if node_name:
-        wakeups.wake_all(("model", ns, md) for ns, md in model_deployments_by_node.get(node_name, ()))
-    metrics.set_claims_by_phase({phase: len(claims) for phase, claims in claim_phases.items()})
+        wakeups.wake_all(
+            ("model", ns, md) for ns, md in pod_index.get((indexes.MODEL_ON_NODE, node_name), ())
+        )
+    metrics.set_claims_by_phase(
+        {phase: len(claim_index.get((indexes.PHASE, phase), ())) for phase in NodeClaimPhase}
+    )
 
 
 @kopf.on.event(GROUP, VERSION, "gpupools")  # type: ignore[arg-type]
@@ -212,8 +216,7 @@ async def provider_daemon(
     stopped: kopf.DaemonStopped,
     pools_by_provider: Idx,
     models_by_pool: Idx,
-    claims_by_provider: Idx,
-    claims_by_instance: Idx,
+    claim_index: Idx,
     **_: Any,
 ) -> None:
     state = _state(memo)
@@ -224,17 +227,17 @@ async def provider_daemon(
         for pool in pools_by_provider.get(name, ()):
             state.wakeups.wake(("pool", pool))
             state.wakeups.wake_all(("model", ns, md) for ns, md in models_by_pool.get(pool, ()))
-        for claim, _uid in claims_by_provider.get(name, ()):
+        for claim, _uid in claim_index.get((indexes.PROVIDER, name), ()):
             state.wakeups.wake(("claim", claim))
 
     def wake_claims(instance_ids: Iterable[str]) -> None:
         for instance_id in instance_ids:
-            claim = _first(claims_by_instance, (name, instance_id))
+            claim = _first(claim_index, (indexes.INSTANCE, name, instance_id))
             if claim is not None:
                 state.wakeups.wake(("claim", claim))
 
     def claim_uids() -> list[str]:
-        return [uid for _claim, uid in claims_by_provider.get(name, ())]
+        return [uid for _claim, uid in claim_index.get((indexes.PROVIDER, name), ())]
 
     await _loop(
         ("provider", name),
@@ -246,12 +249,12 @@ async def provider_daemon(
 
 
 @kopf.on.delete(GROUP, VERSION, "gpuproviders")  # type: ignore[arg-type]
-async def provider_deleted(name: str, memo: kopf.Memo, claims_by_provider: Idx, **_: Any) -> None:
+async def provider_deleted(name: str, memo: kopf.Memo, claim_index: Idx, **_: Any) -> None:
     state = _state(memo)
     handle = state.providers.get(name)
     if handle is not None:
         handle.deleting = True
-    mine = sorted(claim for claim, _uid in claims_by_provider.get(name, ()))
+    mine = sorted(claim for claim, _uid in claim_index.get((indexes.PROVIDER, name), ()))
     if mine:
         # Its instances can only be terminated through it: keep it until its claims are gone.
         raise kopf.TemporaryError(
@@ -271,11 +274,9 @@ async def pool_daemon(
     body: kopf.Body,
     memo: kopf.Memo,
     stopped: kopf.DaemonStopped,
-    unschedulable_gpu_pods: Idx,
-    pods_by_node: Idx,
-    workload_pods_by_node: Idx,
+    pod_index: Idx,
     nodes_by_provider_id: Idx,
-    claims_by_pool: Idx,
+    claim_index: Idx,
     provider_names: Idx,
     **_: Any,
 ) -> None:
@@ -284,10 +285,10 @@ async def pool_daemon(
     name = controller.name
 
     def gpus_on_node(node: str) -> int:
-        return sum(usage.gpus for usage in pods_by_node.get(node, ()))
+        return sum(usage.gpus for usage in pod_index.get((indexes.USAGE, node), ()))
 
     def used_on_node(node: str) -> Resources:
-        return sum((usage.requests for usage in pods_by_node.get(node, ())), Resources())
+        return sum((usage.requests for usage in pod_index.get((indexes.USAGE, node), ())), Resources())
 
     def node_of(claim: GpuNodeClaim) -> NodeInfo | None:
         provider_id = claim.status.provider_id
@@ -295,14 +296,14 @@ async def pool_daemon(
         return info
 
     def busy(node: str) -> bool:
-        return node in workload_pods_by_node
+        return (indexes.WORKLOAD, node) in pod_index
 
     try:
         await _loop(
             ("pool", name),
             lambda: controller.reconcile(
-                list(unschedulable_gpu_pods.get(name, ())),
-                list(claims_by_pool.get(name, ())),
+                list(pod_index.get((indexes.PENDING, name), ())),
+                list(claim_index.get((indexes.POOL, name), ())),
                 gpus_on_node,
                 used_on_node,
                 provider_names.__contains__,
@@ -391,11 +392,11 @@ async def model_daemon(
     body: kopf.Body,
     memo: kopf.Memo,
     stopped: kopf.DaemonStopped,
-    model_pods: Idx,
+    pod_index: Idx,
     managed_deployments: Idx,
     managed_services: Idx,
     managed_pdbs: Idx,
-    node_prices: Idx,
+    claim_index: Idx,
     pool_specs: Idx,
     degraded_pools: Idx,
     **_: Any,
@@ -405,7 +406,7 @@ async def model_daemon(
     key = controller.key
 
     def node_price(node: str) -> tuple[float, int]:
-        price: tuple[float, int] = _first(node_prices, node) or (0.0, 0)
+        price: tuple[float, int] = _first(claim_index, (indexes.NODE_PRICE, node)) or (0.0, 0)
         return price
 
     def managed() -> dict[str, ManagedObject]:
@@ -415,7 +416,7 @@ async def model_daemon(
     async def reconcile() -> float | None:
         pool = str((body.get("spec") or {}).get("pool", DEFAULT_POOL))
         return await controller.reconcile(
-            list(model_pods.get(key, ())),
+            list(pod_index.get((indexes.MODEL, *key), ())),
             managed(),
             _first(pool_specs, pool),
             _first(degraded_pools, pool),

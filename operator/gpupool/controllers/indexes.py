@@ -2,7 +2,8 @@
 
 Every lookup a reconcile makes is one dict access here: pool name to its pending pods and its
 claims, node to the GPUs (and the workload pods) on it, provider ID to its Node and its
-claim, (namespace, name) to a ModelDeployment's pods and rendered objects. Importing this
+claim, (namespace, name) to a ModelDeployment's pods and rendered objects. A pod and a claim
+each go through one index whose keys name the question (`(USAGE, node)`), not one per question. Importing this
 module registers them with kopf (the switchboard does). An indexing function returns {}
 (not None) when an object stops qualifying: kopf keeps the object's previous entry on None,
 and only an empty mapping replaces it. Each is `async def`: kopf runs a plain `def` in a
@@ -25,8 +26,6 @@ from gpupool.controllers.modeldeployment.decide import PodPlacement
 from gpupool.controllers.nodeclaim.registration import NodeInfo, node_info
 from gpupool.controllers.pool.pending import (
     MODEL_LABEL,
-    PodDemand,
-    PodUsage,
     is_daemon_or_finished,
     is_unschedulable,
     pod_demand,
@@ -39,53 +38,50 @@ MANAGED = {"app.kubernetes.io/managed-by": "gpupool"}
 log = logging.getLogger(__name__)
 
 
-@kopf.index("pods")
-async def unschedulable_gpu_pods(body: kopf.Body, **_: Any) -> dict[str, PodDemand]:
-    """pool -> pods that want a GPU of that pool and fit no node."""
-    demand = pod_demand(body) if is_unschedulable(body) else None
-    return {} if demand is None else {demand.pool: demand}
+# Keys of the pod and claim indexes: each object is read by one kopf handler that files every
+# fact the controllers ask of it under (question, ...) keys. kopf's cost per handler and event
+# (its cause, kwargs and progress bookkeeping) was most of the operator's CPU at 1,000 pods with
+# one index per question.
+PENDING = "pending"  # (PENDING, pool) -> PodDemand of an unschedulable pod that selects it
+USAGE = "usage"  # (USAGE, node) -> PodUsage of each live pod bound to it
+WORKLOAD = "workload"  # (WORKLOAD, node) -> True per live pod but DaemonSet and mirror pods
+MODEL = "model"  # (MODEL, namespace, ModelDeployment) -> PodPlacement of each of its pods
+MODEL_ON_NODE = "model-on-node"  # (MODEL_ON_NODE, node) -> (namespace, ModelDeployment) with a pod there
+POOL = "pool"  # (POOL, pool) -> GpuNodeClaim, parsed once per change
+PROVIDER = "provider"  # (PROVIDER, provider) -> (claim name, claim uid)
+INSTANCE = "instance"  # (INSTANCE, provider, instance id) -> claim name
+PROVIDER_ID = "provider-id"  # (PROVIDER_ID, providerID) -> claim name
+NODE_PRICE = "node-price"  # (NODE_PRICE, node) -> (hourly price of its instance, its GPUs)
+PHASE = "phase"  # (PHASE, phase) -> claim name
 
 
 @kopf.index("pods")
-async def pods_by_node(body: kopf.Body, **_: Any) -> dict[str, PodUsage]:
-    """node -> the GPUs, CPU, memory and disk each live pod bound to it requests (every pod:
-    a DaemonSet's CPU is as taken as a model server's)."""
+async def pod_index(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+    """What the pool and ModelDeployment loops read of a pod: whether it waits for a node of a
+    pool, what it takes of its node (every pod: a DaemonSet's CPU is as taken as a model
+    server's), whether it keeps its node busy, and where a ModelDeployment's pod runs."""
+    facts: dict[Any, Any] = {}
+    if is_unschedulable(body):
+        demand = pod_demand(body)
+        if demand is not None:
+            facts[PENDING, demand.pool] = demand
     usage = pod_usage(body)
-    return {} if usage is None else {usage[0]: usage[1]}
-
-
-@kopf.index("pods")
-async def workload_pods_by_node(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, bool]:
-    """node -> its live pods but DaemonSet and mirror pods: a node without any is empty."""
+    if usage is not None:
+        facts[USAGE, usage[0]] = usage[1]
+    spec = body.get("spec") or {}
     node = spec.get("nodeName")
-    if not node or is_daemon_or_finished(body):
-        return {}
-    return {node: True}
-
-
-@kopf.index("pods", labels={MODEL_LABEL: kopf.PRESENT})
-async def model_pods(
-    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
-) -> dict[Any, PodPlacement]:
-    """(namespace, ModelDeployment) -> where each of its pods runs."""
-    node = (body.get("spec") or {}).get("nodeName")
+    if node and not is_daemon_or_finished(body):
+        facts[WORKLOAD, node] = True
+    model = labels.get(MODEL_LABEL)
     status = body.get("status") or {}
-    if not node or status.get("phase") in ("Succeeded", "Failed"):
-        return {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-    )
-    key = (namespace, labels[MODEL_LABEL])
-    return {key: PodPlacement(node=node, gpus=pod_gpus(body.get("spec") or {}), ready=ready)}
-
-
-@kopf.index("pods", labels={MODEL_LABEL: kopf.PRESENT})
-async def model_deployments_by_node(
-    spec: kopf.Spec, namespace: str | None, labels: kopf.Labels, **_: Any
-) -> dict[str, tuple[str | None, str]]:
-    """node -> the ModelDeployments with a pod on it (their cost follows the node's price)."""
-    node = spec.get("nodeName")
-    return {node: (namespace, labels[MODEL_LABEL])} if node else {}
+    if model and node and status.get("phase") not in ("Succeeded", "Failed"):
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+        )
+        facts[MODEL, namespace, model] = PodPlacement(node=node, gpus=pod_gpus(spec), ready=ready)
+    if model and node:
+        facts[MODEL_ON_NODE, node] = (namespace, model)
+    return facts
 
 
 @kopf.index("nodes")
@@ -125,58 +121,43 @@ async def managed_pdbs(
 
 
 @kopf.index(GROUP, VERSION, "gpunodeclaims")
-async def claims_by_pool(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, GpuNodeClaim]:
-    """pool -> its claims, parsed once per change (the pool counts their capacity, cost and phases)."""
+async def claim_index(
+    body: kopf.Body, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[Any, Any]:
+    """A claim, parsed once per change, under its pool; its provider (what a provider may not be
+    deleted under); its instance and provider ID (to wake it when they change); its node's
+    price; its phase (the claims-by-phase gauge)."""
     meta = body["metadata"]
+    offer = spec.get("offer") or {}
+    provider = str(offer.get("provider"))
+    facts: dict[Any, Any] = {
+        (PROVIDER, provider): (name, meta["uid"]),
+        (PHASE, str(status.get("phase") or "Pending")): name,
+    }
+    if status.get("instanceId"):
+        facts[INSTANCE, provider, str(status["instanceId"])] = name
+    if status.get("providerID"):
+        facts[PROVIDER_ID, str(status["providerID"])] = name
+    if status.get("nodeName"):
+        facts[NODE_PRICE, status["nodeName"]] = (
+            float(offer.get("pricePerHour") or 0),
+            int(offer.get("gpuCount") or 0),
+        )
     try:
         claim = GpuNodeClaim.from_k8s(
             {
                 "metadata": {k: meta.get(k) for k in ("name", "uid", "deletionTimestamp", "generation")},
                 "spec": spec,
-                "status": body.get("status") or {},
+                "status": status,
             }
         )
     except ValidationError as error:
         # Only the operator writes claims and the API server validates them with the same
         # schema: this is a version skew, said once per change, never a crash of the index.
-        log.warning("GpuNodeClaim %s does not match the API: %s", meta.get("name"), error)
-        return {}
-    return {claim.spec.pool: claim}
-
-
-@kopf.index(GROUP, VERSION, "gpunodeclaims")
-async def claims_by_provider(body: kopf.Body, spec: kopf.Spec, **_: Any) -> dict[str, tuple[str, str]]:
-    """provider -> (claim name, claim uid): what a provider may not be deleted under."""
-    provider = str((spec.get("offer") or {}).get("provider"))
-    return {provider: (body["metadata"]["name"], body["metadata"]["uid"])}
-
-
-@kopf.index(GROUP, VERSION, "gpunodeclaims")
-async def claims_by_instance(name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[Any, str]:
-    """(provider, instance id) and provider ID -> claim name, to wake a claim when its
-    instance or its Node changes."""
-    keys: dict[Any, str] = {}
-    if status.get("instanceId"):
-        keys[(str((spec.get("offer") or {}).get("provider")), str(status["instanceId"]))] = name
-    if status.get("providerID"):
-        keys[str(status["providerID"])] = name
-    return keys
-
-
-@kopf.index(GROUP, VERSION, "gpunodeclaims")
-async def node_prices(status: kopf.Status, spec: kopf.Spec, **_: Any) -> dict[str, tuple[float, int]]:
-    """node -> (hourly price of its instance, its GPUs)."""
-    node = status.get("nodeName")
-    if not node:
-        return {}
-    offer = spec.get("offer") or {}
-    return {node: (float(offer.get("pricePerHour") or 0), int(offer.get("gpuCount") or 0))}
-
-
-@kopf.index(GROUP, VERSION, "gpunodeclaims")
-async def claim_phases(status: kopf.Status, **_: Any) -> dict[str, str]:
-    """phase -> the claims in it, for the claims-by-phase gauge."""
-    return {str(status.get("phase") or "Pending"): "claim"}
+        log.warning("GpuNodeClaim %s does not match the API: %s", name, error)
+    else:
+        facts[POOL, claim.spec.pool] = claim
+    return facts
 
 
 @kopf.index(GROUP, VERSION, "gpuproviders")
