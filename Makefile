@@ -63,6 +63,7 @@ bench-scale: $(STAMP) ## the control loop at scale, beside Karpenter's KWOK prov
 	PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/scale/run.py pods --count 1000 --peer karpenter --timeout 1200
 	PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/scale/run.py pods --count 1000 --peer karpenter --same-nodes --timeout 1200
 	PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/scale/run.py models --count 1000 --timeout 1200
+	PATH="$$(tests/cluster/env.sh bin):$$PATH" $(PY) bench/scale/run.py pods --count 1000 --peer karpenter --kcm-qps 200
 
 demo: $(STAMP) ## the whole story on the local cluster (leaves it running)
 	scripts/demo.sh

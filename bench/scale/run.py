@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -299,9 +299,18 @@ def measure(
 def idle(
     result: Result, cluster: Cluster, user: str, seconds: float, cloud: Callable[[], float] | None
 ) -> None:
-    """Measure the provisioner doing nothing for `seconds` with everything up."""
+    """Measure the provisioner doing nothing for `seconds` with everything up, once it has
+    settled: the last pods Running is not the provisioner's last write (claims still turning
+    Ready), so the window opens after 5 s without a write from it, or after 120 s."""
     if seconds <= 0:
         return
+    started = time.monotonic()
+    while time.monotonic() - started < 120:
+        _total, _reads, writes = requests_of(cluster.requests(datetime.now(UTC) - timedelta(seconds=5)), user)
+        if writes == 0:
+            break
+        time.sleep(2)
+    print(f"{user}: settled {time.monotonic() - started:.0f} s after the run, then idle for {seconds:.0f} s")
     since = datetime.now(UTC)
     cp_before = cluster.control_plane_cpu()
     cloud_before = cloud() if cloud else 0.0
