@@ -21,6 +21,7 @@ runs in the controller, the CLI and the benchmarks alike. Stable interface:
 
 from __future__ import annotations
 
+from gpupool.planner.candidates import Candidate, Plan, Shape
 from gpupool.planner.memory import (
     MemoryEstimate,
     accepted_tensor_parallel_sizes,
@@ -35,6 +36,7 @@ from gpupool.planner.models import (
     known_models,
     resolve_architecture,
 )
+from gpupool.planner.offer_index import OfferIndex, index_offers
 from gpupool.planner.packing import (
     Capacity,
     NewInstance,
@@ -42,18 +44,13 @@ from gpupool.planner.packing import (
     PendingPod,
     pack_pods,
 )
-from gpupool.planner.placement import (
+from gpupool.planner.placement import plan_deployment
+from gpupool.planner.request import (
     BUDGET_EXCEEDED,
     MODEL_DOES_NOT_FIT,
     NO_OFFERS,
-    Candidate,
     DeploymentRequest,
-    OfferIndex,
-    Plan,
     PoolConstraints,
-    Shape,
-    index_offers,
-    plan_deployment,
 )
 from gpupool.planner.spec import pool_constraints_from_spec, request_from_spec
 from gpupool.planner.throughput import ThroughputEstimate, estimate_throughput

@@ -20,7 +20,7 @@ from gpupool.catalog.adjust import Unavailable
 from gpupool.catalog.gpus import spec_for
 from gpupool.catalog.offers import CAPACITY_TYPES, CapacityType, Offer
 from gpupool.planner.partition import InstanceKind
-from gpupool.planner.placement import PoolConstraints
+from gpupool.planner.request import PoolConstraints
 from gpupool.planner.resources import Allocatable, Resources, allocatable, format_bytes, format_cpu
 from gpupool.planner.scheduling import PodConstraints, node_labels, node_taints, refusal
 

@@ -54,7 +54,7 @@ from gpupool.planner.partition import (
     greedy_partition,
     partition_price,
 )
-from gpupool.planner.placement import PoolConstraints
+from gpupool.planner.request import PoolConstraints
 from gpupool.planner.resources import NOTHING, ONE_POD, UNKNOWN, Allocatable, Resources, allocatable
 from gpupool.planner.scheduling import ANY_NODE, PodConstraints
 

@@ -1,379 +1,53 @@
 """Choosing where a ModelDeployment runs: the cheapest feasible (GPU, tensor-parallel size, offer).
 
-The search is exhaustive but cheap. Offers are indexed once per catalog into groups that share a
-provider, GPU, GPU count and GPU memory, each kept sorted by price per capacity type. Whether a
-model fits depends only on (GPU memory, tensor-parallel size), and within a group the number of
-instances needed is the same for every offer, so the cheapest usable offer of a group is the first
-one in price order that passes the region and availability filters. A plan therefore touches a few
-hundred groups, not thousands of offers, and stays well under a millisecond.
+The search is exhaustive but cheap: it walks the offer groups of `offer_index` (a few hundred,
+not thousands of offers), judges each (GPU memory, GPUs per instance) shape once, and takes the
+first offer of a group in price order that passes the region and availability filters.
 
-Every group the pool may use gets a row in the alternatives, feasible or not, with the reason it
-lost or was refused, so a person can see why the planner did not pick the offer they expected.
+Every group the pool may use gets a row in the alternatives (`candidates.Plan`), feasible or
+not, with the reason it lost or was refused, so a person can see why the planner did not pick
+the offer they expected.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
-from gpupool.api.deployment import DEFAULT_POOL
 from gpupool.catalog.adjust import NO_UNAVAILABLE, Unavailable
 from gpupool.catalog.gpus import spec_for
 from gpupool.catalog.offers import CAPACITY_TYPES, CapacityType, Offer
+from gpupool.planner.candidates import Candidate, Plan, Shape, refused_sort_key, sort_key
 from gpupool.planner.memory import (
     MemoryEstimate,
     estimate_memory,
     tensor_parallel_refusal,
 )
-from gpupool.planner.models import ModelArchitecture
+from gpupool.planner.offer_index import OfferGroup, OfferIndex, cached_index, shapes_of
+from gpupool.planner.request import (
+    BUDGET_EXCEEDED,
+    MAX_TENSOR_PARALLEL,
+    MODEL_DOES_NOT_FIT,
+    NO_OFFERS,
+    TENSOR_PARALLEL,
+    UNAVAILABLE,
+    UNSUPPORTED_GPU,
+    DeploymentRequest,
+    PoolConstraints,
+)
 from gpupool.planner.throughput import (
     ThroughputEstimate,
     cost_per_million_tokens,
     estimate_throughput,
 )
 
-Objective = Literal["costPerHour", "costPerToken"]
-
-# Machine-readable reasons a plan has no choice, and why a candidate was refused.
-MODEL_DOES_NOT_FIT = "ModelDoesNotFit"
-BUDGET_EXCEEDED = "BudgetExceeded"
-NO_OFFERS = "NoOffers"
-TENSOR_PARALLEL = "TensorParallel"
-UNAVAILABLE = "Unavailable"
-UNSUPPORTED_GPU = "UnsupportedGpu"
-
-DEFAULT_MAX_MODEL_LEN = 8192
-# Largest tensor-parallel size tried: single node, and no catalog instance has more than 16 GPUs.
-MAX_TENSOR_PARALLEL = 16
 CONTEXT_CACHE_SIZE = 256
 THROUGHPUT_NOTE = (
     "throughput and cost per token are roofline ESTIMATES from GPU memory bandwidth and compute "
     "(gpus.csv), not measurements"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class DeploymentRequest:
-    """What a ModelDeployment asks for, as plain data (see `request_from_spec` for the mapping)."""
-
-    # No defaults that the API has: the CRD's live in gpupool/api, and `request_from_spec` passes
-    # them on; an absent override is None or ().
-    model: str
-    architecture: ModelArchitecture
-    replicas: int
-    objective: Objective
-    dtype: str
-    quantization: str
-    gpu_memory_utilization: float
-    max_num_seqs: int
-    capacity_type: CapacityType | None = None
-    max_hourly_cost: float | None = None
-    gpu_types: tuple[str, ...] = ()
-    gpu_count: int | None = None
-    min_gpu_memory_gib: float | None = None
-    max_model_len: int | None = None
-    tensor_parallel_size: int | None = None
-    kv_cache_dtype: str = "auto"
-    max_gpus_per_replica: int | None = None
-
-    @property
-    def effective_max_model_len(self) -> int:
-        """The spec's maxModelLen, else min(model's context, 8192)."""
-        if self.max_model_len:
-            return self.max_model_len
-        context = self.architecture.max_context
-        return min(context, DEFAULT_MAX_MODEL_LEN) if context else DEFAULT_MAX_MODEL_LEN
-
-
-@dataclass(frozen=True, slots=True)
-class PoolConstraints:
-    """What a GpuPool allows. Empty tuples mean "any"; `used_*` is what the pool already spends.
-
-    `providers` are matched against `Offer.provider`: the controller maps GpuProvider names to the
-    provider of their offers before calling.
-    """
-
-    name: str = DEFAULT_POOL
-    providers: tuple[str, ...] = ()
-    gpu_types: tuple[str, ...] = ()
-    regions: tuple[str, ...] = ()
-    capacity_types: tuple[CapacityType, ...] = ("on-demand",)
-    max_nodes: int | None = None
-    max_gpus: int | None = None
-    max_hourly_cost: float | None = None
-    used_nodes: int = 0
-    used_gpus: int = 0
-    used_cost_per_hour: float = 0.0
-    include_excluded: bool = False
-    # What every node of the pool is labelled and tainted with (the packer checks pods against them).
-    node_labels: tuple[tuple[str, str], ...] = ()
-    node_taints: tuple[tuple[str, str, str], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class OfferGroup:
-    """Offers that are interchangeable for sizing: same provider, GPU, GPU count and GPU memory."""
-
-    provider: str
-    gpu: str
-    gpu_count: int
-    gpu_memory_gib: float
-    by_capacity: dict[CapacityType, tuple[Offer, ...]]
-
-
-@dataclass(frozen=True)
-class OfferIndex:
-    """Offers grouped and price-sorted for planning; build once per catalog with `index_offers`."""
-
-    groups: tuple[OfferGroup, ...]
-    by_shape: tuple[tuple[tuple[str, float, int], tuple[OfferGroup, ...]], ...]
-    excluded_groups: tuple[OfferGroup, ...]
-    excluded_counts: dict[str, int] = field(default_factory=dict)
-    offer_count: int = 0
-    contexts: dict[DeploymentRequest, _Context] = field(default_factory=dict, compare=False, repr=False)
-    # Keeps every indexed Offer alive, so `_cached_index` can key on their ids.
-    offers: tuple[Offer, ...] = field(default=(), compare=False, repr=False)
-
-
-def _group(offers: Iterable[Offer]) -> tuple[OfferGroup, ...]:
-    buckets: dict[tuple[str, str, int, float], list[Offer]] = {}
-    for offer in offers:
-        buckets.setdefault((offer.provider, offer.gpu, offer.gpu_count, offer.gpu_memory_gib), []).append(
-            offer
-        )
-    groups = []
-    for (provider, gpu, count, memory), members in sorted(buckets.items()):
-        by_capacity: dict[CapacityType, tuple[Offer, ...]] = {}
-        for capacity in CAPACITY_TYPES:
-            priced = [(offer.price(capacity), offer.key, offer) for offer in members]
-            ordered = sorted((price, key, offer) for price, key, offer in priced if price is not None)
-            if ordered:
-                by_capacity[capacity] = tuple(offer for _, _, offer in ordered)
-        groups.append(OfferGroup(provider, gpu, count, memory, by_capacity))
-    return tuple(groups)
-
-
-_INDEX_CACHE: dict[tuple[int, ...], OfferIndex] = {}
-INDEX_CACHE_SIZE = 8
-
-
-def _cached_index(offers: Sequence[Offer]) -> OfferIndex:
-    """The index of a list of offers, memoized on the identity of the Offer objects.
-
-    Controllers pass a fresh list of the same Offer objects on every reconcile; keying on the
-    objects' ids (kept alive by the cached index itself, so an id cannot be reused while cached)
-    avoids rebuilding the index each time without hashing every field of every offer.
-    """
-    key = tuple(map(id, offers))
-    found = _INDEX_CACHE.get(key)
-    if found is None:
-        if len(_INDEX_CACHE) >= INDEX_CACHE_SIZE:
-            _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
-        found = index_offers(offers)
-        _INDEX_CACHE[key] = found
-    return found
-
-
-def _by_shape(
-    groups: tuple[OfferGroup, ...],
-) -> tuple[tuple[tuple[str, float, int], tuple[OfferGroup, ...]], ...]:
-    shapes: dict[tuple[str, float, int], list[OfferGroup]] = {}
-    for group in groups:
-        shapes.setdefault((group.gpu, group.gpu_memory_gib, group.gpu_count), []).append(group)
-    return tuple((key, tuple(members)) for key, members in shapes.items())
-
-
-def index_offers(offers: Sequence[Offer]) -> OfferIndex:
-    """Group and sort offers for `plan_deployment`; offers with an `exclusion` are set apart."""
-    usable = [offer for offer in offers if offer.exclusion is None]
-    excluded = [offer for offer in offers if offer.exclusion is not None]
-    groups = _group(usable)
-    return OfferIndex(
-        groups=groups,
-        by_shape=_by_shape(groups),
-        excluded_groups=_group(excluded),
-        excluded_counts=dict(Counter(f"{o.provider}: {o.exclusion}" for o in excluded)),
-        offer_count=len(offers),
-        offers=tuple(offers),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    gpu: str
-    gpu_memory_gib: float
-    gpus_per_replica: int
-    tensor_parallel_size: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "gpu": self.gpu,
-            "gpuMemoryGiB": self.gpu_memory_gib,
-            "gpusPerReplica": self.gpus_per_replica,
-            "tensorParallelSize": self.tensor_parallel_size,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One way to run the deployment (an offer group at a capacity type), feasible or refused."""
-
-    shape: Shape
-    offer: Offer | None
-    capacity_type: CapacityType | None
-    price_per_hour: float | None = None
-    instances: int = 0
-    replicas_per_instance: int = 0
-    cost_per_hour: float | None = None
-    throughput: ThroughputEstimate | None = None
-    cost_per_million_tokens: float | None = None
-    memory: MemoryEstimate | None = None
-    refusal: str | None = None
-    detail: str | None = None
-    provider: str = ""
-
-    @property
-    def feasible(self) -> bool:
-        return self.refusal is None
-
-    @property
-    def reason(self) -> str | None:
-        """Why it lost or was refused, with the numbers ("needs 152 GiB, has 72 GiB ...")."""
-        if self.detail is None and self.refusal == MODEL_DOES_NOT_FIT and self.memory is not None:
-            # Formatted on demand: most plans never show most of their refusals.
-            return self.memory.shortfall_message()
-        return self.detail
-
-    def to_dict(self) -> dict[str, Any]:
-        offer = self.offer
-        return {
-            "feasible": self.feasible,
-            "refusal": self.refusal,
-            "reason": self.reason,
-            **self.shape.to_dict(),
-            "provider": offer.provider if offer else self.provider,
-            "region": offer.region if offer else None,
-            "zone": offer.zone if offer else None,
-            "instanceType": offer.instance_type if offer else None,
-            "gpuCount": offer.gpu_count if offer else None,
-            "capacityType": self.capacity_type,
-            "pricePerHour": _round(self.price_per_hour),
-            "instances": self.instances,
-            "costPerHour": _round(self.cost_per_hour),
-            "tokensPerSecond": _round(self.throughput.tokens_per_second if self.throughput else None, 1),
-            "costPerMillionTokens": _round(self.cost_per_million_tokens),
-            "requiredGiB": _round(self.memory.required_gib if self.memory else None, 1),
-            "availableGiB": _round(self.memory.available_gib if self.memory else None, 1),
-        }
-
-
-def _round(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None else round(value, digits)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The planner's decision: a choice (or none, with a reason) and every alternative ranked."""
-
-    model: str
-    objective: Objective
-    replicas: int
-    max_model_len: int
-    choice: Candidate | None
-    reason: str | None
-    message: str
-    notes: tuple[str, ...] = ()
-    # Every candidate in no particular order; `alternatives` ranks them on first use, so a caller
-    # that needs only the choice does not pay for sorting a few hundred rows.
-    candidates: tuple[Candidate, ...] = field(default=(), repr=False, compare=False)
-    # Builds the feasible candidates on first use of `alternatives` (see _evaluate_group).
-    candidate_source: Callable[[], tuple[Candidate, ...]] | None = field(
-        default=None, repr=False, compare=False
-    )
-    # Ranking by price needs no throughput; these fill it in for display when alternatives are read.
-    fill_throughput: Callable[[Candidate], Candidate] | None = field(default=None, repr=False, compare=False)
-    unfilled_choice: Candidate | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def feasible(self) -> bool:
-        return self.choice is not None
-
-    @functools.cached_property
-    def alternatives(self) -> tuple[Candidate, ...]:
-        """Every candidate: feasible ones by the objective (the choice first), then refused ones."""
-        everything = self.candidate_source() if self.candidate_source is not None else self.candidates
-        feasible = sorted((c for c in everything if c.feasible), key=lambda c: _sort_key(self.objective, c))
-        refused = sorted((c for c in everything if not c.feasible), key=_refused_sort_key)
-        fill = self.fill_throughput
-        if fill is not None:
-            feasible = [
-                self.choice if c is self.unfilled_choice and self.choice else fill(c) for c in feasible
-            ]
-        return (*feasible, *refused)
-
-    @property
-    def memory(self) -> MemoryEstimate | None:
-        """The chosen shape's memory arithmetic, else that of the closest refused shape."""
-        if self.choice is not None:
-            return self.choice.memory
-        for candidate in self.alternatives:
-            if candidate.memory is not None:
-                return candidate.memory
-        return None
-
-    def to_dict(self, max_alternatives: int | None = None) -> dict[str, Any]:
-        """The documented JSON schema (docs/planner.md)."""
-        choice = self.choice
-        offer = choice.offer if choice else None
-        memory = self.memory
-        alternatives = (
-            []
-            if max_alternatives == 0
-            else [c for c in self.alternatives if choice is None or c is not choice][
-                : max_alternatives if max_alternatives is not None else None
-            ]
-        )
-        return {
-            "model": self.model,
-            "objective": self.objective,
-            "replicas": self.replicas,
-            "maxModelLen": self.max_model_len,
-            "feasible": self.feasible,
-            "reason": self.reason,
-            "message": self.message,
-            "shape": choice.shape.to_dict() | {"replicasPerInstance": choice.replicas_per_instance}
-            if choice
-            else None,
-            "offer": {
-                "key": offer.key,
-                "provider": offer.provider,
-                "region": offer.region,
-                "zone": offer.zone,
-                "instanceType": offer.instance_type,
-                "gpu": offer.gpu,
-                "gpuCount": offer.gpu_count,
-                "gpuMemoryGiB": offer.gpu_memory_gib,
-                "capacityType": choice.capacity_type,
-                "pricePerHour": _round(choice.price_per_hour),
-            }
-            if choice and offer
-            else None,
-            "instances": choice.instances if choice else 0,
-            "costPerHour": _round(choice.cost_per_hour) if choice else None,
-            "tokensPerSecond": _round(choice.throughput.tokens_per_second, 1)
-            if choice and choice.throughput
-            else None,
-            "costPerMillionTokens": _round(choice.cost_per_million_tokens) if choice else None,
-            "estimate": True,
-            "memory": memory.to_dict() if memory else None,
-            "alternatives": [c.to_dict() for c in alternatives],
-            "notes": list(self.notes),
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,48 +185,6 @@ def _tp_choices(request: DeploymentRequest, gpu_count: int) -> list[int] | str:
         return [explicit]
     limit = min(gpu_count, request.max_gpus_per_replica or gpu_count)
     return list(range(1, limit + 1))
-
-
-def _sort_key(objective: Objective, candidate: Candidate) -> tuple[Any, ...]:
-    offer = candidate.offer
-    tie = (
-        candidate.shape.tensor_parallel_size,
-        candidate.provider,
-        offer.region if offer else "",
-        offer.zone if offer else "",
-        offer.instance_type if offer else "",
-        candidate.capacity_type or "",
-    )
-    cost = candidate.cost_per_hour if candidate.cost_per_hour is not None else math.inf
-    if objective == "costPerToken":
-        per_token = candidate.cost_per_million_tokens
-        return (per_token if per_token is not None else math.inf, cost, *tie)
-    return (cost, *tie)
-
-
-_REFUSAL_ORDER = {
-    BUDGET_EXCEEDED: 0,
-    UNAVAILABLE: 1,
-    MODEL_DOES_NOT_FIT: 2,
-    TENSOR_PARALLEL: 3,
-    UNSUPPORTED_GPU: 4,
-    NO_OFFERS: 5,
-}
-
-
-def _refused_sort_key(candidate: Candidate) -> tuple[Any, ...]:
-    closeness = 0.0
-    if candidate.memory is not None and candidate.refusal == MODEL_DOES_NOT_FIT:
-        closeness = candidate.memory.per_gpu_required_gib / candidate.memory.per_gpu_available_gib
-    cost = candidate.cost_per_hour if candidate.cost_per_hour is not None else math.inf
-    return (
-        _REFUSAL_ORDER.get(candidate.refusal or "", 9),
-        closeness,
-        cost,
-        candidate.shape.gpu,
-        candidate.provider,
-        candidate.shape.tensor_parallel_size,
-    )
 
 
 def _over_limits(
@@ -783,7 +415,7 @@ def plan_deployment(
     only unexpired marks count, without it every mark does. Pure: same inputs, same Plan.
     """
     pool = constraints or PoolConstraints()
-    index = offers if isinstance(offers, OfferIndex) else _cached_index(offers)
+    index = offers if isinstance(offers, OfferIndex) else cached_index(offers)
     max_model_len = request.effective_max_model_len
     arch = request.architecture
     notes: list[str] = list(arch.assumptions)
@@ -852,7 +484,7 @@ def plan_deployment(
     candidates: list[Candidate] = []
     rows: list[_Row] = []
     shape_refusals: list[_ShapeRefusal] = []
-    by_shape = index.by_shape if not pool.include_excluded else _by_shape(tuple(groups))
+    by_shape = index.by_shape if not pool.include_excluded else shapes_of(tuple(groups))
     for shape_key, members in by_shape:
         if wanted_gpus is not None and shape_key[0] not in wanted_gpus:
             continue
@@ -886,7 +518,7 @@ def plan_deployment(
             cheapest = min(r[0] for r in rows)
             tied = [r for r in rows if r[0] == cheapest]
         tied_candidates = [(_candidate_from_row(r), r) for r in tied]
-        unfilled, chosen_row = min(tied_candidates, key=lambda pair: _sort_key(request.objective, pair[0]))
+        unfilled, chosen_row = min(tied_candidates, key=lambda pair: sort_key(request.objective, pair[0]))
 
         def materialize() -> tuple[Candidate, ...]:
             made = [unfilled if r is chosen_row else _candidate_from_row(r) for r in rows]
@@ -932,7 +564,7 @@ def plan_deployment(
             unfilled_choice=unfilled,
         )
 
-    refused = sorted((*candidates, *(r.candidate() for r in shape_refusals)), key=_refused_sort_key)
+    refused = sorted((*candidates, *(r.candidate() for r in shape_refusals)), key=refused_sort_key)
     alternatives = tuple(refused)
     codes = {c.refusal for c in refused}
     closest = "; ".join(

@@ -16,7 +16,7 @@ from gpupool.api.deployment import ModelDeploymentSpec
 from gpupool.api.pool import GpuPoolSpec
 from gpupool.catalog.offers import CapacityType
 from gpupool.planner.models import ModelArchitecture, resolve_architecture
-from gpupool.planner.placement import DeploymentRequest, Objective, PoolConstraints
+from gpupool.planner.request import DeploymentRequest, Objective, PoolConstraints
 
 
 def _kv_cache_dtype(extra_args: Sequence[str]) -> str:
