@@ -249,6 +249,7 @@ class SimCloud:
         return instance
 
     def interruptions(self) -> list[SimInstance]:
+        # Every instance with a notice, whenever it came.
         return self.store.due("notice_at", float("inf"), states=("pending", "running", "terminating"))
 
     # --- the clock's work ---------------------------------------------------------------------

@@ -12,6 +12,9 @@ BIN=$("$here/build.sh")
 export KWOK_WORKDIR="$CACHE/kwok" PATH="$BIN:$PATH"
 KUBECONFIG_PATH="$KWOK_WORKDIR/clusters/$NAME/kubeconfig.yaml"
 KCM_QPS=${GPUPOOL_KCM_QPS:-20}
+# kube-controller-manager's own defaults (20, burst 30) unless GPUPOOL_KCM_QPS is set (burst 2x).
+KCM_BURST=30
+[ -n "${GPUPOOL_KCM_QPS:-}" ] && KCM_BURST=$(( KCM_QPS * 2 ))
 
 log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*" >&2; }
 
@@ -62,12 +65,12 @@ componentsPatches:
     value: 10.96.0.0/16
 - name: kube-controller-manager
   extraArgs:
-  # GPUPOOL_KCM_QPS: the controller manager's client rate limit (burst twice that). Its default,
+  # GPUPOOL_KCM_QPS: the controller manager's client rate limit (see KCM_BURST above). Its default,
   # 20 QPS, is what a thousand new nodes wait on (bench/scale --kcm-qps; docs/control-loop.md).
   - key: kube-api-qps
     value: "$KCM_QPS"
   - key: kube-api-burst
-    value: "$(( KCM_QPS * 2 ))"
+    value: "$KCM_BURST"
 - name: etcd
   extraArgs:
   - key: unsafe-no-fsync

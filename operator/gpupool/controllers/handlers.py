@@ -25,10 +25,9 @@ from typing import Any
 import kopf
 
 from gpupool import metrics
-from gpupool.api import GpuNodeClaim, GpuPoolSpec, NodeClaimPhase
+from gpupool.api import GpuNodeClaim, GpuPoolSpec
 from gpupool.api.deployment import DEFAULT_POOL
 from gpupool.controllers import indexes  # importing it registers the indexes with kopf
-from gpupool.controllers.indexes import MANAGED
 from gpupool.controllers.kube import FINALIZER, GROUP, VERSION, Kube
 from gpupool.controllers.loop import reconcile_forever
 from gpupool.controllers.modeldeployment.controller import (
@@ -172,7 +171,7 @@ async def claim_changed(
             ("model", ns, md) for ns, md in pod_index.get((indexes.MODEL_ON_NODE, node_name), ())
         )
     metrics.set_claims_by_phase(
-        {phase: len(claim_index.get((indexes.PHASE, phase), ())) for phase in NodeClaimPhase}
+        {phase: len(claim_index.get((indexes.PHASE, phase), ())) for phase in metrics.CLAIM_PHASES}
     )
 
 
@@ -193,9 +192,9 @@ async def model_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: 
     _state(memo).wakeups.wake(("model", namespace, name))
 
 
-@kopf.on.event("deployments", labels=MANAGED)
-@kopf.on.event("services", labels=MANAGED)
-@kopf.on.event("poddisruptionbudgets", labels=MANAGED)
+@kopf.on.event("deployments", labels=indexes.MANAGED)
+@kopf.on.event("services", labels=indexes.MANAGED)
+@kopf.on.event("poddisruptionbudgets", labels=indexes.MANAGED)
 async def managed_object_changed(
     labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:

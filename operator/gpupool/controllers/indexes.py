@@ -3,7 +3,7 @@
 Every lookup a reconcile makes is one dict access here: pool name to its pending pods and its
 claims, node to the GPUs (and the workload pods) on it, provider ID to its Node and its
 claim, (namespace, name) to a ModelDeployment's pods and rendered objects. A pod and a claim
-each go through one index whose keys name the question (`(USAGE, node)`), not one per question. Importing this
+each go through one index whose keys name the question (`(USAGE, node)`). Importing this
 module registers them with kopf (the switchboard does). An indexing function returns {}
 (not None) when an object stops qualifying: kopf keeps the object's previous entry on None,
 and only an empty mapping replaces it. Each is `async def`: kopf runs a plain `def` in a
@@ -39,9 +39,8 @@ log = logging.getLogger(__name__)
 
 
 # Keys of the pod and claim indexes: each object is read by one kopf handler that files every
-# fact the controllers ask of it under (question, ...) keys. kopf's cost per handler and event
-# (its cause, kwargs and progress bookkeeping) was most of the operator's CPU at 1,000 pods with
-# one index per question.
+# fact the controllers ask of it under (question, ...) keys, because kopf's bookkeeping (cause,
+# kwargs, progress) is paid per handler and event, and pods and claims are its busiest streams.
 PENDING = "pending"  # (PENDING, pool) -> PodDemand of an unschedulable pod that selects it
 USAGE = "usage"  # (USAGE, node) -> PodUsage of each live pod bound to it
 WORKLOAD = "workload"  # (WORKLOAD, node) -> True per live pod but DaemonSet and mirror pods

@@ -62,7 +62,7 @@ class _ShapeVerdict:
 
 
 @dataclass
-class _Context:
+class PlanContext:
     """Per-plan caches: memory fit and throughput depend only on (GPU, memory, tp)."""
 
     request: DeploymentRequest
@@ -215,7 +215,7 @@ def _capacity_types(request: DeploymentRequest, pool: PoolConstraints) -> tuple[
     return (request.capacity_type,)
 
 
-def _judge_shape(ctx: _Context, gpu: str, gpu_memory: float, gpu_count: int) -> _ShapeVerdict:
+def _judge_shape(ctx: PlanContext, gpu: str, gpu_memory: float, gpu_count: int) -> _ShapeVerdict:
     request = ctx.request
     spec = spec_for(gpu)
     if spec is not None and not spec.vllm_supported:
@@ -268,7 +268,7 @@ def _judge_shape(ctx: _Context, gpu: str, gpu_memory: float, gpu_count: int) -> 
 
 
 def _evaluate_group(
-    ctx: _Context,
+    ctx: PlanContext,
     group: OfferGroup,
     capacity: CapacityType,
     pool: PoolConstraints,
@@ -479,7 +479,7 @@ def plan_deployment(
         # one catalog (every reconcile) reuse them; the cache is bounded and dropped when full.
         if len(index.contexts) >= CONTEXT_CACHE_SIZE:
             index.contexts.clear()
-        ctx = _Context(request, max_model_len)
+        ctx = PlanContext(request, max_model_len)
         index.contexts[request] = ctx
     candidates: list[Candidate] = []
     rows: list[_Row] = []
