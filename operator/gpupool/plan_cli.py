@@ -20,7 +20,7 @@ from typing import Any, TextIO, TypeVar
 import yaml
 from pydantic import ValidationError
 
-from gpupool.api import GpuPoolSpec, ModelDeploymentSpec, WireModel
+from gpupool.api import GpuPoolSpec, ModelDeploymentSpec, Quantization, WireModel
 from gpupool.api.deployment import DEFAULT_POOL
 from gpupool.catalog import (
     CAPACITY_TYPES,
@@ -31,6 +31,7 @@ from gpupool.catalog import (
 )
 from gpupool.planner import (
     Candidate,
+    MemoryEstimate,
     Plan,
     UnknownModel,
     architecture_from_hf_config,
@@ -119,6 +120,16 @@ def _spec_from_flags(args: argparse.Namespace, base: Mapping[str, Any]) -> dict[
         gpu["types"] = list(args.gpu)
     if args.gpus_per_replica is not None:
         gpu["count"] = args.gpus_per_replica
+    serving = dict(spec.get("serving") or {})
+    for flag, key in (
+        ("target_concurrency", "targetConcurrency"),
+        ("avg_input_tokens", "averageInputTokens"),
+        ("avg_output_tokens", "averageOutputTokens"),
+    ):
+        if getattr(args, flag) is not None:
+            serving[key] = getattr(args, flag)
+    if serving:
+        spec["serving"] = serving
     spec["engine"], spec["gpu"] = engine, gpu
     return spec
 
@@ -198,6 +209,25 @@ def _candidate_row(mark: str, candidate: Candidate) -> list[str]:
     ]
 
 
+def _memory_lines(memory: MemoryEstimate) -> list[str]:
+    """vLLM's arithmetic for the busiest GPU of the shape, as its start-up log reports it."""
+    load, work = memory.load, memory.workload
+    gib = 1 << 30
+    return [
+        f"Memory per GPU (tp {memory.tensor_parallel_size}, pp {memory.pipeline_parallel_size}): "
+        f"{memory.gpu_memory_gib:g} GiB x {work.gpu_memory_utilization:g} = {memory.budget_gib:.1f} GiB "
+        f"- weights {load.weights_bytes / gib:.1f} - activations {load.activation_bytes / gib:.1f}"
+        + (f" - NCCL {load.non_torch_bytes / gib:.2f}" if load.non_torch_bytes else "")
+        + f" = KV cache {memory.kv_budget_gib:.1f} GiB; {memory.headroom_gib:.1f} GiB left outside "
+        f"the budget for the CUDA context and graphs",
+        f"KV cache: {memory.kv_cache_tokens:,} tokens; maximum concurrency {memory.max_concurrency:.2f} "
+        f"at {work.max_model_len:,} tokens, {memory.concurrency_at_average:.1f} at "
+        f"{work.average_input_tokens:,} + {work.average_output_tokens:,} tokens "
+        f"(target {work.target_concurrency}; max-num-seqs {work.max_num_seqs}, "
+        f"max-num-batched-tokens {work.max_batched_tokens})",
+    ]
+
+
 def format_plan(plan: Plan, *, rows: int = 10) -> str:
     """The human-readable decision: summary, memory arithmetic, ranked alternatives, notes."""
     out: list[str] = []
@@ -207,13 +237,7 @@ def format_plan(plan: Plan, *, rows: int = 10) -> str:
     )
     memory = plan.memory
     if memory is not None:
-        out.append(
-            f"Memory per replica (tp {memory.tensor_parallel_size}): weights {memory.weights_gib:.1f} GiB "
-            f"+ KV cache {memory.kv_cache_gib:.1f} GiB ({memory.kv_tokens:,} tokens x "
-            f"{memory.kv_bytes_per_token / 1024:.0f} KiB) + overhead {memory.overhead_gib:.1f} GiB "
-            f"= {memory.required_gib:.1f} GiB; available {memory.available_gib:.1f} GiB "
-            f"({memory.tensor_parallel_size} x {memory.gpu_memory_gib:g} GiB x {memory.gpu_memory_utilization:g})"
-        )
+        out.extend(_memory_lines(memory))
     if choice is not None and choice.offer is not None:
         offer = choice.offer
         out.append(
@@ -306,10 +330,13 @@ def add_plan_command(subparsers: Any) -> argparse.ArgumentParser:
     plan.add_argument("--config", help="a Hugging Face config.json for a model the built-in table lacks")
     plan.add_argument("--max-model-len", type=int)
     plan.add_argument("--dtype", choices=("auto", "bfloat16", "float16"))
-    plan.add_argument("--quantization", choices=("none", "fp8", "awq", "gptq", "int8", "int4"))
+    plan.add_argument("--quantization", choices=[str(q) for q in Quantization])
+    plan.add_argument("--max-num-seqs", type=int, help="vLLM's --max-num-seqs (default: vLLM's)")
     plan.add_argument(
-        "--max-num-seqs", type=int, help="concurrent sequences the KV cache must hold (default 16)"
+        "--target-concurrency", type=int, help="sequences one replica must hold at once (default 4)"
     )
+    plan.add_argument("--avg-input-tokens", type=int, help="average prompt tokens (default 1024)")
+    plan.add_argument("--avg-output-tokens", type=int, help="average completion tokens (default 256)")
     plan.add_argument("--gpu-memory-utilization", type=float)
     plan.add_argument("--tensor-parallel-size", type=int)
     plan.add_argument("--gpus-per-replica", type=int)

@@ -50,7 +50,7 @@ def test_a_model_id_is_all_a_deployment_needs() -> None:
     assert spec.objective is Objective.COST_PER_HOUR
     assert spec.engine.image == "vllm/vllm-openai:v0.11.0"
     assert spec.engine.gpu_memory_utilization == 0.9
-    assert spec.engine.max_num_seqs == 16
+    assert spec.engine.max_num_seqs is None  # vLLM's own default applies
     assert spec.engine.quantization is Quantization.NONE
     assert spec.engine.max_model_len is None
     assert spec.gpu is None and spec.autoscaling is None and spec.capacity_type is None

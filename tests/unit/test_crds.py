@@ -112,7 +112,7 @@ def test_defaults_match_the_wire_shape() -> None:
     assert engine["dtype"]["default"] == "auto"
     assert engine["quantization"]["default"] == "none"
     assert engine["gpuMemoryUtilization"]["default"] == 0.9
-    assert engine["maxNumSeqs"]["default"] == 16
+    assert "default" not in engine["maxNumSeqs"]  # vLLM's own default applies
     assert "default" not in engine["maxModelLen"]
     pool = structural_schema(KINDS[1].spec_model)["properties"]
     assert pool["capacityTypes"]["default"] == ["on-demand"]

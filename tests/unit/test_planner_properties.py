@@ -22,6 +22,7 @@ from gpupool.planner import (
     plan_deployment,
     tensor_parallel_refusal,
 )
+from gpupool.planner.shape_fit import reported_memory_gib
 from gpupool.planner.throughput import cost_per_million_tokens
 
 GPUS = {"H100": 80.0, "A100-80GB": 80.0, "L4": 24.0, "L40S": 48.0, "A10G": 22.35, "H200": 141.0, "T4": 16.0}
@@ -86,7 +87,9 @@ def requests(draw: st.DrawFn) -> DeploymentRequest:
         objective=draw(st.sampled_from(["costPerHour", "costPerToken"])),
         max_hourly_cost=draw(st.one_of(st.none(), st.floats(min_value=0.5, max_value=200))),
         max_model_len=draw(st.sampled_from([512, 2048, 8192, 32768])),
-        max_num_seqs=draw(st.integers(min_value=1, max_value=32)),
+        max_num_seqs=draw(st.one_of(st.none(), st.integers(min_value=1, max_value=32))),
+        target_concurrency=draw(st.one_of(st.none(), st.integers(min_value=1, max_value=16))),
+        average_input_tokens=draw(st.one_of(st.none(), st.sampled_from([128, 1024, 4096]))),
         quantization=draw(st.sampled_from(["none", "fp8", "awq"])),
         gpu_memory_utilization=draw(st.sampled_from([0.8, 0.9, 0.95])),
     )
@@ -133,11 +136,16 @@ def brute_force(request: DeploymentRequest, catalog: list[Offer], pool: PoolCons
             for tp in range(1, offer.gpu_count + 1):
                 if tensor_parallel_refusal(request.architecture, tp) is not None:
                     continue
+                inputs, outputs = request.request_tokens
                 memory = estimate_memory(
                     request.architecture,
                     tensor_parallel_size=tp,
-                    gpu_memory_gib=offer.gpu_memory_gib,
+                    gpu=offer.gpu,
+                    gpu_memory_gib=reported_memory_gib(offer.gpu, offer.gpu_memory_gib),
                     max_model_len=length,
+                    target_concurrency=request.concurrency,
+                    average_input_tokens=inputs,
+                    average_output_tokens=outputs,
                     max_num_seqs=request.max_num_seqs,
                     gpu_memory_utilization=request.gpu_memory_utilization,
                     quantization=request.quantization,
@@ -158,8 +166,6 @@ def brute_force(request: DeploymentRequest, catalog: list[Offer], pool: PoolCons
                     request.architecture,
                     spec_for(offer.gpu),
                     memory,
-                    max_model_len=length,
-                    max_num_seqs=request.max_num_seqs,
                     quantization=request.quantization,
                 )
                 per_token = (

@@ -56,7 +56,7 @@ def test_a_minimal_spec_gets_the_api_defaults() -> None:
     assert inp.dtype == "auto"
     assert inp.quantization == "none"
     assert inp.gpu_memory_utilization == 0.9
-    assert inp.max_num_seqs == 16
+    assert inp.max_num_seqs is None and inp.max_num_batched_tokens is None and inp.rope_scaling is None
     assert inp.extra_args == ()
     assert inp.capacity_type is None
     assert inp.hf_token_secret is None

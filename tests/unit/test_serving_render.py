@@ -114,7 +114,7 @@ def test_the_plans_shape_reaches_vllm() -> None:
 
 
 def test_user_extra_args_come_last_and_untouched() -> None:
-    extra = ("--enable-prefix-caching", "--max-num-batched-tokens", "4096", "--seed=7")
+    extra = ("--enable-prefix-caching", "--block-size", "32", "--seed=7")
     args = container(make_input(extra_args=extra))["args"]
     assert tuple(args[-4:]) == extra
     assert args.index("--port") < args.index("--enable-prefix-caching")

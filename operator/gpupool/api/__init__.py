@@ -19,10 +19,7 @@ from gpupool.api.conditions import (
 from gpupool.api.deployment import (
     MODEL_DEPLOYMENT,
     ApiKeySecretRef,
-    Architecture,
     Autoscaling,
-    Engine,
-    EngineDtype,
     GpuRequirements,
     HfTokenSecretRef,
     ModelCache,
@@ -31,10 +28,18 @@ from gpupool.api.deployment import (
     ModelDeploymentStatus,
     Objective,
     Placement,
-    Quantization,
-    WeightsDtype,
 )
 from gpupool.api.durations import NEVER, format_duration, parse_duration, parse_expiry
+from gpupool.api.engine import (
+    Architecture,
+    Engine,
+    EngineDtype,
+    Quantization,
+    RopeScaling,
+    RopeType,
+    Serving,
+    WeightsDtype,
+)
 from gpupool.api.kinds import KindInfo, PrinterColumn
 from gpupool.api.nodeclaim import (
     GPU_NODE_CLAIM,
@@ -120,8 +125,11 @@ __all__ = [
     "PrinterColumn",
     "ProviderType",
     "Quantization",
+    "RopeScaling",
+    "RopeType",
     "Rule",
     "SecretKeyRef",
+    "Serving",
     "Taint",
     "TaintEffect",
     "WeightsDtype",

@@ -26,15 +26,18 @@ from gpupool.api.base import (
     matches,
 )
 from gpupool.api.conditions import Conditions
+from gpupool.api.engine import (
+    Architecture,
+    Engine,
+    Serving,
+)
 from gpupool.api.kinds import AGE, KindInfo, PrinterColumn, ready_column
 from gpupool.api.pool import CapacityType
 
-DEFAULT_IMAGE = "vllm/vllm-openai:v0.11.0"
 DEFAULT_POOL = "default"
 # A Hugging Face repository id: an optional owner, '/', and the model name.
 MODEL_ID = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9_])?(/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9_])?)?$"
 SERVED_NAME = r"^[A-Za-z0-9][-A-Za-z0-9_./:]*$"
-IMAGE = r"^[A-Za-z0-9][-A-Za-z0-9_./:@]*$"
 # The name becomes a Service name (a DNS-1035 label), so it must start with a letter.
 DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
@@ -44,34 +47,6 @@ class Objective(StrEnum):
 
     COST_PER_HOUR = "costPerHour"
     COST_PER_TOKEN = "costPerToken"
-
-
-class EngineDtype(StrEnum):
-    """vLLM's --dtype: the precision of activations and unquantized weights."""
-
-    AUTO = "auto"
-    BFLOAT16 = "bfloat16"
-    FLOAT16 = "float16"
-
-
-class Quantization(StrEnum):
-    """vLLM's --quantization; none serves the weights as stored."""
-
-    NONE = "none"
-    FP8 = "fp8"
-    AWQ = "awq"
-    GPTQ = "gptq"
-    INT8 = "int8"
-    INT4 = "int4"
-
-
-class WeightsDtype(StrEnum):
-    """How the checkpoint's weights are stored."""
-
-    BFLOAT16 = "bfloat16"
-    FLOAT16 = "float16"
-    FLOAT32 = "float32"
-    FP8 = "fp8"
 
 
 MIN_NOT_ABOVE_MAX = Rule(
@@ -113,122 +88,6 @@ class GpuRequirements(WireModel):
         le=2048,
         strict=True,
         description="Least memory per GPU in GiB.",
-    )
-
-
-class Engine(WireModel):
-    """vLLM settings; the defaults serve most models well."""
-
-    image: str = Field(
-        default=DEFAULT_IMAGE,
-        min_length=1,
-        max_length=512,
-        pattern=IMAGE,
-        description="The vLLM server image.",
-    )
-    max_model_len: int | None = Field(
-        default=None,
-        ge=128,
-        le=10_000_000,
-        strict=True,
-        description=(
-            "Longest context (prompt plus output) in tokens; sizes the KV cache. "
-            "Leave out for the smaller of the model's maximum and 8192."
-        ),
-    )
-    dtype: EngineDtype = Field(
-        default=EngineDtype.AUTO, description="Activation precision: auto, bfloat16 or float16."
-    )
-    quantization: Quantization = Field(
-        default=Quantization.NONE,
-        description="Weight quantization: none, fp8, awq, gptq, int8 or int4. Smaller weights fit smaller GPUs.",
-    )
-    gpu_memory_utilization: float = Field(
-        default=0.9,
-        ge=0.5,
-        le=0.99,
-        strict=True,
-        description="Share of each GPU's memory vLLM may use, from 0.5 to 0.99.",
-    )
-    max_num_seqs: int = Field(
-        default=16,
-        ge=1,
-        le=4096,
-        strict=True,
-        description="Concurrent sequences per replica that the KV cache is sized for.",
-    )
-    tensor_parallel_size: int | None = Field(
-        default=None,
-        ge=1,
-        le=16,
-        strict=True,
-        description="Tensor-parallel size. Leave out to use every GPU of a replica.",
-    )
-    extra_args: Annotated[
-        list[Annotated[str, Field(min_length=1, max_length=1024)]], Field(max_length=64)
-    ] = Field(default_factory=list, description="More arguments for `vllm serve`, appended as given.")
-
-
-KV_HEADS_DIVIDE = Rule(
-    cel="self.attentionHeads % self.kvHeads == 0",
-    message=(
-        "spec.architecture.kvHeads must divide spec.architecture.attentionHeads: "
-        "each KV head serves a whole number of query heads"
-    ),
-    field_path=".kvHeads",
-    check=lambda a: a.attention_heads % a.kv_heads == 0,
-)
-ACTIVE_NOT_ABOVE_TOTAL = Rule(
-    cel="!has(self.activeParamsB) || self.activeParamsB <= self.paramsB",
-    message="spec.architecture.activeParamsB must not exceed spec.architecture.paramsB",
-    field_path=".activeParamsB",
-    check=lambda a: a.active_params_b is None or a.active_params_b <= a.params_b,
-)
-MOE_NEEDS_ACTIVE = Rule(
-    cel="!self.moe || has(self.activeParamsB)",
-    message="spec.architecture.activeParamsB is required when spec.architecture.moe is true",
-    field_path=".activeParamsB",
-    reason="FieldValueRequired",
-    check=lambda a: not a.moe or a.active_params_b is not None,
-)
-
-
-class Architecture(WireModel):
-    """The model's shape, for models the planner does not know (config.json values)."""
-
-    rules: ClassVar[tuple[Rule, ...]] = (KV_HEADS_DIVIDE, ACTIVE_NOT_ABOVE_TOTAL, MOE_NEEDS_ACTIVE)
-
-    params_b: float = Field(
-        alias="paramsB", gt=0, le=10_000, strict=True, description="Parameters in billions."
-    )
-    layers: int = Field(ge=1, le=1024, strict=True, description="Transformer layers (num_hidden_layers).")
-    hidden_size: int = Field(ge=1, le=1_048_576, strict=True, description="Hidden size (hidden_size).")
-    attention_heads: int = Field(ge=1, le=1024, strict=True, description="Query heads (num_attention_heads).")
-    kv_heads: int = Field(ge=1, le=1024, strict=True, description="Key/value heads (num_key_value_heads).")
-    head_dim: int | None = Field(
-        default=None,
-        ge=1,
-        le=4096,
-        strict=True,
-        description="Size of one head; leave out for hiddenSize / attentionHeads.",
-    )
-    max_context: int = Field(
-        ge=1,
-        le=100_000_000,
-        strict=True,
-        description="Longest context the model supports (max_position_embeddings).",
-    )
-    moe: bool = Field(default=False, strict=True, description="Whether the model is a mixture of experts.")
-    active_params_b: float | None = Field(
-        default=None,
-        alias="activeParamsB",
-        gt=0,
-        le=10_000,
-        strict=True,
-        description="Parameters active per token in billions; required for a mixture of experts.",
-    )
-    dtype: WeightsDtype = Field(
-        default=WeightsDtype.BFLOAT16, description="How the checkpoint's weights are stored."
     )
 
 
@@ -281,16 +140,17 @@ TP_DIVIDES_COUNT = Rule(
 CONTEXT_FITS_MODEL = Rule(
     cel=(
         "!has(self.engine) || !has(self.engine.maxModelLen) || !has(self.architecture) "
-        "|| self.engine.maxModelLen <= self.architecture.maxContext"
+        "|| has(self.engine.ropeScaling) || self.engine.maxModelLen <= self.architecture.maxContext"
     ),
     message=(
         "spec.engine.maxModelLen must not exceed spec.architecture.maxContext: "
-        "the model cannot attend past its context window"
+        "the model cannot attend past its context window (unless spec.engine.ropeScaling extends it)"
     ),
     field_path=".engine.maxModelLen",
     check=lambda s: (
         s.engine.max_model_len is None
         or s.architecture is None
+        or s.engine.rope_scaling is not None
         or s.engine.max_model_len <= s.architecture.max_context
     ),
 )
@@ -350,6 +210,9 @@ class ModelDeploymentSpec(WireModel):
         default=None, description="Explicit GPU needs. Leave out to derive them from the model's size."
     )
     engine: Engine = Field(default_factory=Engine, description="vLLM settings.")
+    serving: Serving | None = Field(
+        default=None, description="The load one replica must hold. Leave out for a small default."
+    )
     architecture: Architecture | None = Field(
         default=None, description="The model's shape, for a model the planner does not know."
     )
@@ -384,6 +247,25 @@ class Placement(WireModel):
     )
     max_model_len: int | None = Field(
         default=None, ge=1, le=10_000_000, strict=True, description="Context length vLLM serves (tokens)."
+    )
+    kv_cache_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000_000_000,
+        strict=True,
+        description='Tokens the KV cache of one replica holds (vLLM\'s "GPU KV cache size").',
+    )
+    max_concurrency: float | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000_000,
+        description='Sequences of maxModelLen one replica holds at once (vLLM\'s "Maximum concurrency").',
+    )
+    concurrency: float | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000_000,
+        description="Sequences of the average request size (spec.serving) one replica holds at once.",
     )
     weights_gib: float | None = Field(
         default=None,

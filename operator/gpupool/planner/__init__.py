@@ -22,6 +22,7 @@ runs in the controller, the CLI and the benchmarks alike. Stable interface:
 from __future__ import annotations
 
 from gpupool.planner.candidates import Candidate, Plan, Shape
+from gpupool.planner.hf_config import architecture_from_hf_config, architecture_from_hub
 from gpupool.planner.memory import (
     MemoryEstimate,
     accepted_tensor_parallel_sizes,
@@ -31,7 +32,6 @@ from gpupool.planner.memory import (
 from gpupool.planner.models import (
     ModelArchitecture,
     UnknownModel,
-    architecture_from_hf_config,
     find_model,
     known_models,
     resolve_architecture,
@@ -75,6 +75,7 @@ __all__ = [
     "UnknownModel",
     "accepted_tensor_parallel_sizes",
     "architecture_from_hf_config",
+    "architecture_from_hub",
     "estimate_memory",
     "estimate_throughput",
     "find_model",

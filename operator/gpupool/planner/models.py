@@ -1,35 +1,70 @@
-"""Model architectures: the few numbers that decide how much GPU memory a model needs.
+"""Model architectures: the numbers that decide how much GPU memory a model needs.
 
-The planner sizes a replica from parameters, layers, heads and dtype, so it needs those for the model
-a user names. Popular open models are known out of the box (data/models.csv, copied from public
-`config.json` values); any other model can be described in the spec's `architecture` field or by a
-Hugging Face `config.json`. Where a figure is missing it is derived (head_dim = hidden / heads,
-parameters from the layer shapes) and the derivation is recorded in `assumptions`, never hidden.
+The planner sizes a replica from the model's layer shapes, layer types, parameter count and
+checkpoint format, so it needs those for the model a user names. They come from the model's own
+`config.json` and safetensors headers (`hf_config.architecture_from_hub`): resolved from the
+Hugging Face Hub by the controller, or, offline, from the built-in table (`data/models.json`, the
+same two documents for popular open models, trimmed to the keys that matter). A spec may also
+describe a model field by field (`spec.architecture`). Where a figure is missing it is derived
+and the derivation is recorded in `assumptions`, never hidden.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from gpupool.planner.kv_cache import LayerRun
+
 
 class UnknownModel(LookupError):
-    """The model is not in the built-in table and no architecture was given."""
+    """The model is not in the built-in table and nothing else describes it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateShape:
+    """The recurrent state of one Mamba2 or gated-delta-net layer, before tensor parallelism.
+
+    vLLM keeps a causal-conv state of `(conv_kernel - 1) x conv_dim` and an SSM state of
+    `heads x head_dim x state_size` per sequence, split across ranks by heads and channels.
+    """
+
+    conv_dim: int
+    conv_kernel: int
+    heads: int
+    head_dim: int
+    state_size: int
+
+    def bytes_per_rank(self, tensor_parallel_size: int, dtype_bytes: int) -> int:
+        tp = tensor_parallel_size
+        conv = (self.conv_kernel - 1) * -(-self.conv_dim // tp)
+        ssm = -(-self.heads // tp) * self.head_dim * self.state_size
+        return (conv + ssm) * dtype_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RopeScaling:
+    """A model's `rope_scaling`, as far as the context length vLLM derives from it goes."""
+
+    rope_type: str
+    factor: float = 1.0
+    original_max_position_embeddings: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ModelArchitecture:
     """What the memory arithmetic needs to know about a model.
 
-    `weight_bytes_per_param` is set for checkpoints whose native format is not 16-bit (DeepSeek-V3 is
-    released in FP8, gpt-oss in MXFP4); None means the dtype decides. `kv_lora_rank` and
-    `qk_rope_head_dim` are set for multi-head latent attention (DeepSeek), whose KV cache is one
-    compressed vector per token and layer instead of per-head keys and values.
+    `layer_runs` lists the layers by KV cache format (full, sliding window, chunked local, MLA,
+    state); empty means every layer is full attention (or MLA when `kv_lora_rank` is set).
+    `checkpoint_bytes` is the exact size of the weights as stored (the safetensors headers' element
+    counts times their dtype sizes); `native_format` is the checkpoint's quantization
+    (`quantization_config`), None for plain 16-bit weights.
     """
 
     name: str
@@ -39,15 +74,27 @@ class ModelArchitecture:
     kv_heads: int
     head_dim: int
     hidden_size: int | None = None
+    intermediate_size: int | None = None
     max_context: int | None = None
     dtype: str = "bfloat16"
     vocab_size: int | None = None
+    tie_word_embeddings: bool = False
     moe: bool = False
     active_params_b: float | None = None
+    experts: int | None = None
+    experts_per_token: int | None = None
+    moe_intermediate_size: int | None = None
     kv_lora_rank: int | None = None
     qk_rope_head_dim: int | None = None
     weight_bytes_per_param: float | None = None
     native_format: str | None = None
+    checkpoint_bytes: int | None = None
+    layer_runs: tuple[LayerRun, ...] = ()
+    state: StateShape | None = None
+    fp16_allowed: bool = True
+    model_type: str = ""
+    max_position_embeddings: int | None = None
+    rope_scaling: RopeScaling | None = None
     assumptions: tuple[str, ...] = ()
 
     @property
@@ -59,139 +106,46 @@ class ModelArchitecture:
         """Parameters read per token, in billions (all of them for a dense model)."""
         return self.active_params_b if self.moe and self.active_params_b else self.params_b
 
+    @property
+    def runs(self) -> tuple[LayerRun, ...]:
+        """The layers by KV cache format, defaulting to all full attention (or all MLA)."""
+        if self.layer_runs:
+            return self.layer_runs
+        return (LayerRun("mla" if self.mla else "full", self.layers),)
 
-# Facts the CSV has no column for. DeepSeek: MLA dims and FP8 weights from its public config;
-# gpt-oss: MXFP4 MoE weights, about 4.5 bits per parameter averaged over the checkpoint.
-_EXTRA: dict[str, dict[str, Any]] = {
-    "deepseek-ai/DeepSeek-V3": {
-        "kv_lora_rank": 512,
-        "qk_rope_head_dim": 64,
-        "head_dim": 128,
-        "weight_bytes_per_param": 1.0,
-        "native_format": "fp8",
-    },
-    "deepseek-ai/DeepSeek-R1": {
-        "kv_lora_rank": 512,
-        "qk_rope_head_dim": 64,
-        "head_dim": 128,
-        "max_context": 163840,
-        "weight_bytes_per_param": 1.0,
-        "native_format": "fp8",
-    },
-    "openai/gpt-oss-20b": {"weight_bytes_per_param": 0.6, "native_format": "mxfp4"},
-    "openai/gpt-oss-120b": {"weight_bytes_per_param": 0.56, "native_format": "mxfp4"},
-}
+    @property
+    def embedding_params(self) -> int:
+        """Input embedding plus LM head (one matrix when tied): kept in 16 bit by every format."""
+        if not self.vocab_size or not self.hidden_size:
+            return 0
+        return self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
 
-_DEFAULT_HEAD_DIM = 128
+    @property
+    def sliding_layers(self) -> int:
+        return sum(run.count for run in self.runs if run.kind in ("sliding", "chunked"))
 
 
-def estimate_params_b(
-    layers: int,
-    hidden_size: int,
-    vocab_size: int | None,
-    intermediate_size: int | None = None,
-    *,
-    kv_fraction: float = 1.0,
-) -> float:
-    """Dense transformer parameters from its shapes, in billions (embeddings counted twice, untied).
-
-    Attention is Q and O (h² each) plus K and V (h² each, scaled by kv_heads / heads for GQA); the
-    MLP is gated (3·h·intermediate); when its width is unknown it is taken as 3.5·h (Llama, Qwen and
-    phi-4 use 3.5·h), which errs on the large side for narrower models: safer for memory sizing.
-    """
-    attention = (2 + 2 * kv_fraction) * hidden_size * hidden_size
-    width = intermediate_size or 3.5 * hidden_size
-    mlp = 3 * hidden_size * width
-    embeddings = 2 * (vocab_size or 0) * hidden_size
-    return (layers * (attention + mlp) + embeddings) / 1e9
-
-
-def _int_or_none(text: str | None) -> int | None:
-    return int(float(text)) if text and text.strip() else None
-
-
-def _float_or_none(text: str | None) -> float | None:
-    return float(text) if text and text.strip() else None
-
-
-def _complete(
-    name: str,
-    *,
-    params_b: float | None,
-    layers: int,
-    attention_heads: int,
-    kv_heads: int | None,
-    head_dim: int | None,
-    hidden_size: int | None,
-    extra: Mapping[str, Any] | None = None,
-    **rest: Any,
-) -> ModelArchitecture:
-    """Fill the derivable gaps of a partial architecture, noting each derivation."""
-    assumptions: list[str] = []
-    extra = dict(extra or {})
-    head_dim = head_dim or extra.pop("head_dim", None)
-    if head_dim is None:
-        if hidden_size:
-            head_dim = hidden_size // attention_heads
-            assumptions.append(f"head_dim {head_dim} derived as hidden_size / attention_heads")
-        else:
-            head_dim = _DEFAULT_HEAD_DIM
-            assumptions.append(f"head_dim unknown; assumed {_DEFAULT_HEAD_DIM}")
-    else:
-        extra.pop("head_dim", None)
-    if kv_heads is None:
-        kv_heads = attention_heads
-        assumptions.append("kv_heads unknown; assumed equal to attention heads (no GQA)")
-    if params_b is None:
-        if hidden_size is None:
-            raise UnknownModel(f"{name}: neither the parameter count nor the hidden size is known")
-        params_b = estimate_params_b(
-            layers,
-            hidden_size,
-            rest.get("vocab_size"),
-            rest.pop("intermediate_size", None),
-            kv_fraction=kv_heads * head_dim / hidden_size,
-        )
-        assumptions.append(f"parameter count {params_b:.2f}B estimated from the layer shapes")
-    rest.pop("intermediate_size", None)
-    merged = {**rest, **extra}
-    return ModelArchitecture(
-        name=name,
-        params_b=params_b,
-        layers=layers,
-        attention_heads=attention_heads,
-        kv_heads=kv_heads,
-        head_dim=head_dim,
-        hidden_size=hidden_size,
-        assumptions=tuple(assumptions),
-        **merged,
-    )
+@functools.cache
+def _table_documents() -> dict[str, Mapping[str, Any]]:
+    text = resources.files("gpupool.planner").joinpath("data/models.json").read_text(encoding="utf-8")
+    table: dict[str, Mapping[str, Any]] = json.loads(text)["models"]
+    return table
 
 
 @functools.cache
 def known_models() -> dict[str, ModelArchitecture]:
     """The built-in table, keyed by Hugging Face id (look-ups are case-insensitive via `find_model`)."""
-    text = resources.files("gpupool.planner").joinpath("data/models.csv").read_text(encoding="utf-8")
-    table: dict[str, ModelArchitecture] = {}
-    for row in csv.DictReader(text.splitlines()):
-        name = row["model"]
-        moe = row["moe"].strip().lower() == "true"
-        table[name] = _complete(
+    from gpupool.planner.hf_config import architecture_from_hub
+
+    return {
+        name: architecture_from_hub(
             name,
-            params_b=_float_or_none(row["params_b"]),
-            layers=int(row["layers"]),
-            attention_heads=int(row["attention_heads"]),
-            kv_heads=_int_or_none(row["kv_heads"]),
-            head_dim=_int_or_none(row["head_dim"]),
-            hidden_size=_int_or_none(row["hidden_size"]),
-            extra=_EXTRA.get(name),
-            max_context=_int_or_none(row["max_context"]),
-            dtype=row["dtype"].strip() or "bfloat16",
-            vocab_size=_int_or_none(row["vocab_size"]),
-            moe=moe,
-            active_params_b=_float_or_none(row["active_params_b"]) if moe else None,
+            entry["config"],
+            parameters_by_dtype=entry.get("parameters"),
+            extra_configs=entry.get("extra_configs"),
         )
-    return table
+        for name, entry in _table_documents().items()
+    }
 
 
 def find_model(model_id: str) -> ModelArchitecture | None:
@@ -204,48 +158,6 @@ def find_model(model_id: str) -> ModelArchitecture | None:
         if name.lower() == lowered:
             return arch
     return None
-
-
-def architecture_from_hf_config(name: str, config: Mapping[str, Any]) -> ModelArchitecture:
-    """An architecture from a Hugging Face `config.json` (multimodal configs: their `text_config`)."""
-    text_config = config.get("text_config")
-    if isinstance(text_config, Mapping) and "num_hidden_layers" in text_config:
-        config = {**config, **text_config}
-    try:
-        layers = int(config["num_hidden_layers"])
-        heads = int(config["num_attention_heads"])
-    except KeyError as missing:
-        raise UnknownModel(f"{name}: config.json has no {missing.args[0]}") from None
-    hidden = config.get("hidden_size")
-    experts = config.get("num_local_experts") or config.get("num_experts") or config.get("n_routed_experts")
-    moe = bool(experts)
-    kv_lora_rank = config.get("kv_lora_rank")
-    quant = config.get("quantization_config") or {}
-    weight_bytes: float | None = None
-    native: str | None = None
-    if isinstance(quant, Mapping) and quant.get("quant_method"):
-        native = str(quant["quant_method"])
-        bits = quant.get("bits") or (8 if "fp8" in native else 4)
-        weight_bytes = 1.0 if int(bits) >= 8 else 0.55
-    params = config.get("num_parameters")
-    return _complete(
-        name,
-        params_b=float(params) / 1e9 if params else None,
-        layers=layers,
-        attention_heads=heads,
-        kv_heads=config.get("num_key_value_heads"),
-        head_dim=config.get("head_dim") or (config.get("qk_nope_head_dim") if kv_lora_rank else None),
-        hidden_size=int(hidden) if hidden else None,
-        max_context=config.get("max_position_embeddings"),
-        dtype=str(config.get("torch_dtype") or config.get("dtype") or "bfloat16"),
-        vocab_size=config.get("vocab_size"),
-        intermediate_size=config.get("intermediate_size"),
-        moe=moe,
-        kv_lora_rank=kv_lora_rank,
-        qk_rope_head_dim=config.get("qk_rope_head_dim") if kv_lora_rank else None,
-        weight_bytes_per_param=weight_bytes,
-        native_format=native,
-    )
 
 
 _SPEC_FIELDS = {
@@ -272,22 +184,20 @@ def architecture_from_spec(
         if key in _SPEC_FIELDS and value is not None
     }
     if base is not None:
+        if "params_b" in given:
+            # A stated size replaces the checkpoint's measured one.
+            given["checkpoint_bytes"] = None
+        if "layers" in given and base.layer_runs:
+            given["layer_runs"] = ()
         return dataclasses.replace(base, **given)
     missing = [key for key in ("layers", "attention_heads") if key not in given]
     if missing:
         raise UnknownModel(
             f"{name}: architecture needs at least layers and attentionHeads (missing {missing})"
         )
-    return _complete(
-        name,
-        params_b=given.pop("params_b", None),
-        layers=int(given.pop("layers")),
-        attention_heads=int(given.pop("attention_heads")),
-        kv_heads=given.pop("kv_heads", None),
-        head_dim=given.pop("head_dim", None),
-        hidden_size=given.pop("hidden_size", None),
-        **given,
-    )
+    from gpupool.planner.hf_config import architecture_from_fields
+
+    return architecture_from_fields(name, given)
 
 
 def resolve_architecture(model_id: str, override: Mapping[str, Any] | None = None) -> ModelArchitecture:
@@ -297,7 +207,7 @@ def resolve_architecture(model_id: str, override: Mapping[str, Any] | None = Non
         return architecture_from_spec(model_id, override, base)
     if base is None:
         raise UnknownModel(
-            f"model {model_id!r} is not in the built-in table; give spec.architecture "
-            "(paramsB, layers, attentionHeads, kvHeads, headDim, ...) or a config.json"
+            f"model {model_id!r} is not in the built-in table and could not be read from the Hub; "
+            "give spec.architecture (paramsB, layers, attentionHeads, kvHeads, headDim, ...)"
         )
     return base

@@ -10,13 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from gpupool.catalog.offers import CAPACITY_TYPES, CapacityType, Offer
-
-if TYPE_CHECKING:  # the search's per-request state, kept with the index it was computed on
-    from gpupool.planner.placement import PlanContext
-    from gpupool.planner.request import DeploymentRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +34,6 @@ class OfferIndex:
     excluded_groups: tuple[OfferGroup, ...]
     excluded_counts: dict[str, int] = field(default_factory=dict)
     offer_count: int = 0
-    contexts: dict[DeploymentRequest, PlanContext] = field(default_factory=dict, compare=False, repr=False)
     # Keeps every indexed Offer alive, so `cached_index` can key on their ids.
     offers: tuple[Offer, ...] = field(default=(), compare=False, repr=False)
 

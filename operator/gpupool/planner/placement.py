@@ -12,179 +12,31 @@ the offer they expected.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gpupool.catalog.adjust import NO_UNAVAILABLE, Unavailable
-from gpupool.catalog.gpus import spec_for
 from gpupool.catalog.offers import CAPACITY_TYPES, CapacityType, Offer
 from gpupool.planner.candidates import Candidate, Plan, Shape, refused_sort_key, sort_key
-from gpupool.planner.memory import (
-    MemoryEstimate,
-    estimate_memory,
-    tensor_parallel_refusal,
-)
+from gpupool.planner.memory import MemoryEstimate, quantization_refusal
 from gpupool.planner.offer_index import OfferGroup, OfferIndex, cached_index, shapes_of
 from gpupool.planner.request import (
     BUDGET_EXCEEDED,
-    MAX_TENSOR_PARALLEL,
     MODEL_DOES_NOT_FIT,
     NO_OFFERS,
-    TENSOR_PARALLEL,
     UNAVAILABLE,
-    UNSUPPORTED_GPU,
     DeploymentRequest,
     PoolConstraints,
 )
-from gpupool.planner.throughput import (
-    ThroughputEstimate,
-    cost_per_million_tokens,
-    estimate_throughput,
-)
+from gpupool.planner.shape_fit import ShapeJudge, ShapeVerdict
+from gpupool.planner.throughput import ThroughputEstimate, cost_per_million_tokens
 
-CONTEXT_CACHE_SIZE = 256
 THROUGHPUT_NOTE = (
     "throughput and cost per token are roofline ESTIMATES from GPU memory bandwidth and compute "
     "(gpus.csv), not measurements"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class _ShapeVerdict:
-    """What a (GPU, GPU memory, GPUs per instance) allows, independent of provider and price."""
-
-    fitting: tuple[tuple[int, MemoryEstimate, ThroughputEstimate | None], ...]
-    refusal: str | None = None
-    reason: str = ""
-    tp: int = 1
-    memory: MemoryEstimate | None = None
-
-
-@dataclass
-class PlanContext:
-    """Per-plan caches: memory fit and throughput depend only on (GPU, memory, tp)."""
-
-    request: DeploymentRequest
-    max_model_len: int
-    memory: dict[tuple[float, int], MemoryEstimate] = field(default_factory=dict)
-    throughput: dict[tuple[str, float, int], ThroughputEstimate | None] = field(default_factory=dict)
-    shapes: dict[tuple[str, float, int], _ShapeVerdict] = field(default_factory=dict)
-    tp_reasons: dict[int, str | None] = field(default_factory=dict)
-    first_fit: dict[tuple[float, int], _ShapeVerdict] = field(default_factory=dict)
-    fits_at: dict[float, MemoryEstimate | None] = field(default_factory=dict)
-    accepted: list[int] | None = None
-    per_gpu_need: list[tuple[int, float]] = field(default_factory=list)
-
-    def first_fit_verdict(self, gpu_memory: float, gpu_count: int) -> _ShapeVerdict:
-        """The cost-per-hour verdict: the smallest accepted tp that fits wins (fewest instances).
-
-        Cached per (GPU memory, GPUs per instance), since neither the GPU's name nor the provider
-        changes the arithmetic.
-        """
-        key = (gpu_memory, gpu_count)
-        found = self.first_fit.get(key)
-        if found is not None:
-            return found
-        limit = min(gpu_count, self.request.max_gpus_per_replica or gpu_count)
-        accepted = [tp for tp in self.accepted_tps() if tp <= limit]
-        if not accepted:
-            found = _ShapeVerdict((), TENSOR_PARALLEL, self.tp_refusal(limit) or "", limit)
-        else:
-            fit = self.smallest_fit(gpu_memory)
-            if fit is not None and fit.tensor_parallel_size <= limit:
-                found = _ShapeVerdict(((fit.tensor_parallel_size, fit, None),))
-            else:
-                largest = self.memory_for(gpu_memory, accepted[-1])
-                found = _ShapeVerdict((), MODEL_DOES_NOT_FIT, "", largest.tensor_parallel_size, largest)
-        self.first_fit[key] = found
-        return found
-
-    def accepted_tps(self) -> list[int]:
-        if self.accepted is None:
-            self.accepted = [tp for tp in range(1, MAX_TENSOR_PARALLEL + 1) if self.tp_refusal(tp) is None]
-        return self.accepted
-
-    def smallest_fit(self, gpu_memory: float) -> MemoryEstimate | None:
-        """The memory arithmetic at the smallest accepted tp that fits GPUs of this size."""
-        if gpu_memory not in self.fits_at:
-            if not self.per_gpu_need:
-                # What one GPU must hold does not depend on the GPU's size: compute it once per tp.
-                self.per_gpu_need = [
-                    (tp, self.memory_for(0.0, tp).per_gpu_required_gib) for tp in self.accepted_tps()
-                ]
-            usable = gpu_memory * self.request.gpu_memory_utilization + 1e-9
-            found = None
-            for tp, need in self.per_gpu_need:
-                if need <= usable:
-                    found = self.memory_for(gpu_memory, tp)
-                    break
-            self.fits_at[gpu_memory] = found
-        return self.fits_at[gpu_memory]
-
-    def tp_refusal(self, tp: int) -> str | None:
-        if tp not in self.tp_reasons:
-            self.tp_reasons[tp] = tensor_parallel_refusal(self.request.architecture, tp)
-        return self.tp_reasons[tp]
-
-    def memory_for(self, gpu_memory: float, tp: int) -> MemoryEstimate:
-        key = (gpu_memory, tp)
-        found = self.memory.get(key)
-        if found is None:
-            # Everything but the GPU's size depends on tp alone: compute once per tp, then restate.
-            base = self.memory.get((0.0, tp))
-            if base is None:
-                r = self.request
-                base = estimate_memory(
-                    r.architecture,
-                    tensor_parallel_size=tp,
-                    gpu_memory_gib=0.0,
-                    max_model_len=self.max_model_len,
-                    max_num_seqs=r.max_num_seqs,
-                    gpu_memory_utilization=r.gpu_memory_utilization,
-                    dtype=r.dtype,
-                    quantization=r.quantization,
-                    kv_cache_dtype=r.kv_cache_dtype,
-                )
-                self.memory[(0.0, tp)] = base
-            found = MemoryEstimate(
-                tp,
-                gpu_memory,
-                base.gpu_memory_utilization,
-                base.weight_bytes_per_param,
-                base.weights_gib,
-                base.kv_bytes_per_token,
-                base.kv_tokens,
-                base.kv_cache_gib,
-                base.overhead_gib,
-            )
-            self.memory[key] = found
-        return found
-
-    def throughput_for(self, gpu: str, memory: MemoryEstimate) -> ThroughputEstimate | None:
-        key = (gpu, memory.gpu_memory_gib, memory.tensor_parallel_size)
-        if key not in self.throughput:
-            r = self.request
-            self.throughput[key] = estimate_throughput(
-                r.architecture,
-                spec_for(gpu),
-                memory,
-                max_model_len=self.max_model_len,
-                max_num_seqs=r.max_num_seqs,
-                quantization=r.quantization,
-            )
-        return self.throughput[key]
-
-
-def _tp_choices(request: DeploymentRequest, gpu_count: int) -> list[int] | str:
-    """Tensor-parallel sizes to try on an instance with `gpu_count` GPUs, or why there are none."""
-    explicit = request.tensor_parallel_size or request.gpu_count
-    if explicit:
-        if explicit > gpu_count:
-            return f"replica needs {explicit} GPUs, instance has {gpu_count}"
-        return [explicit]
-    limit = min(gpu_count, request.max_gpus_per_replica or gpu_count)
-    return list(range(1, limit + 1))
 
 
 def _over_limits(
@@ -215,73 +67,20 @@ def _capacity_types(request: DeploymentRequest, pool: PoolConstraints) -> tuple[
     return (request.capacity_type,)
 
 
-def _judge_shape(ctx: PlanContext, gpu: str, gpu_memory: float, gpu_count: int) -> _ShapeVerdict:
-    request = ctx.request
-    spec = spec_for(gpu)
-    if spec is not None and not spec.vllm_supported:
-        return _ShapeVerdict((), UNSUPPORTED_GPU, f"the vLLM CUDA image does not run on {gpu}")
-    if request.min_gpu_memory_gib is not None and gpu_memory < request.min_gpu_memory_gib:
-        return _ShapeVerdict(
-            (),
-            MODEL_DOES_NOT_FIT,
-            f"{gpu_memory:g} GiB per GPU < gpu.minMemoryGiB {request.min_gpu_memory_gib:g}",
-        )
-    if request.objective != "costPerToken" and not (request.tensor_parallel_size or request.gpu_count):
-        # Price alone decides: throughput is filled in later, for the choice and for display only.
-        return ctx.first_fit_verdict(gpu_memory, gpu_count)
-    tps = _tp_choices(request, gpu_count)
-    if isinstance(tps, str):
-        return _ShapeVerdict(
-            (), MODEL_DOES_NOT_FIT, tps, request.tensor_parallel_size or request.gpu_count or 1
-        )
-    accepted = [tp for tp in tps if ctx.tp_refusal(tp) is None]
-    if not accepted:
-        return _ShapeVerdict((), TENSOR_PARALLEL, ctx.tp_refusal(tps[-1]) or "", tps[-1])
-    fitting = []
-    largest: MemoryEstimate | None = None
-    # Per-GPU need falls as tp grows, so for cost per hour the first fit is the best (fewest instances).
-    first_fit_wins = request.objective != "costPerToken"
-    for tp in accepted:
-        memory = ctx.memory_for(gpu_memory, tp)
-        largest = memory
-        if memory.fits:
-            throughput = None if first_fit_wins else ctx.throughput_for(gpu, memory)
-            fitting.append((tp, memory, throughput))
-            if first_fit_wins:
-                break
-    if not fitting:
-        assert largest is not None
-        return _ShapeVerdict((), MODEL_DOES_NOT_FIT, "", largest.tensor_parallel_size, largest)
-
-    def rank(option: tuple[int, MemoryEstimate, ThroughputEstimate | None]) -> tuple[float, float, int]:
-        # Cost is instances x price and price is the same for every tp of a group, so ranking by
-        # instances (and instances per token/s) here picks the best tp for any price.
-        tp, _, throughput = option
-        instances = -(-request.replicas // (gpu_count // tp))
-        if request.objective == "costPerToken":
-            per_token = instances / throughput.tokens_per_second if throughput else math.inf
-            return (per_token, instances, tp)
-        return (instances, 0.0, tp)
-
-    # Best first; a group falls back to the next option when the best one breaks a limit.
-    return _ShapeVerdict(tuple(sorted(fitting, key=rank)))
-
-
 def _evaluate_group(
-    ctx: PlanContext,
+    request: DeploymentRequest,
     group: OfferGroup,
     capacity: CapacityType,
     pool: PoolConstraints,
     unavailable: Unavailable,
     now: float | None,
-    verdict: _ShapeVerdict,
+    verdict: ShapeVerdict,
 ) -> Candidate | _Row | _ShapeRefusal | None:
     """The best way to use one offer group at one capacity type, or None if the pool may not use it.
 
     Refusals come back as Candidates; feasible outcomes as a `_Row`, a plain tuple that becomes a
     Candidate only if it is chosen or shown, since most of a few hundred rows never are.
     """
-    request = ctx.request
     offers = group.by_capacity.get(capacity)
     if not offers:
         return None
@@ -357,7 +156,7 @@ class _ShapeRefusal:
     capacity: CapacityType
     offer: Offer
     price: float
-    verdict: _ShapeVerdict
+    verdict: ShapeVerdict
 
     def candidate(self) -> Candidate:
         verdict, group = self.verdict, self.group
@@ -459,6 +258,9 @@ def plan_deployment(
             f"gpu.count {request.gpu_count} and tensorParallelSize {request.tensor_parallel_size} disagree: "
             "on a single node each replica uses exactly tensorParallelSize GPUs",
         )
+    mismatch = quantization_refusal(arch, request.quantization)
+    if mismatch is not None:
+        return no_choice(MODEL_DOES_NOT_FIT, mismatch)
     capacities = _capacity_types(request, pool)
     if isinstance(capacities, str):
         return no_choice(NO_OFFERS, capacities)
@@ -473,14 +275,7 @@ def plan_deployment(
     if pool.include_excluded:
         groups = (*index.groups, *index.excluded_groups)
 
-    ctx = index.contexts.get(request)
-    if ctx is None:
-        # Shape verdicts depend only on the request, so repeated plans of one deployment against
-        # one catalog (every reconcile) reuse them; the cache is bounded and dropped when full.
-        if len(index.contexts) >= CONTEXT_CACHE_SIZE:
-            index.contexts.clear()
-        ctx = PlanContext(request, max_model_len)
-        index.contexts[request] = ctx
+    judge = ShapeJudge(request)
     candidates: list[Candidate] = []
     rows: list[_Row] = []
     shape_refusals: list[_ShapeRefusal] = []
@@ -488,15 +283,12 @@ def plan_deployment(
     for shape_key, members in by_shape:
         if wanted_gpus is not None and shape_key[0] not in wanted_gpus:
             continue
-        verdict = ctx.shapes.get(shape_key)
-        if verdict is None:
-            verdict = _judge_shape(ctx, *shape_key)
-            ctx.shapes[shape_key] = verdict
+        verdict = judge.judge(*shape_key)
         for capacity in capacities:
             for group in members:
                 if providers is not None and group.provider not in providers:
                     continue
-                outcome = _evaluate_group(ctx, group, capacity, pool, unavailable, now, verdict)
+                outcome = _evaluate_group(request, group, capacity, pool, unavailable, now, verdict)
                 if outcome is None:
                     continue
                 if isinstance(outcome, tuple):
@@ -531,7 +323,7 @@ def plan_deployment(
                 or candidate.cost_per_hour is None
             ):
                 return candidate
-            throughput = ctx.throughput_for(candidate.shape.gpu, candidate.memory)
+            throughput = judge.throughput_for(candidate.shape.gpu, candidate.memory)
             if throughput is None:
                 return candidate
             return dataclasses.replace(
@@ -567,9 +359,9 @@ def plan_deployment(
     refused = sorted((*candidates, *(r.candidate() for r in shape_refusals)), key=refused_sort_key)
     alternatives = tuple(refused)
     codes = {c.refusal for c in refused}
-    closest = "; ".join(
-        f"{c.shape.gpu} x{c.shape.tensor_parallel_size} at {c.provider}: {c.reason}" for c in refused[:3]
-    )
+    # The three closest, each said once (several providers often refuse one shape alike).
+    lines = (f"{c.shape.gpu} x{c.shape.tensor_parallel_size} at {c.provider}: {c.reason}" for c in refused)
+    closest = "; ".join(list(dict.fromkeys(itertools.islice(lines, 12)))[:3])
     if not refused:
         filters = [
             f"providers {sorted(providers)}" if providers is not None else "",

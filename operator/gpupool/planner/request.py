@@ -25,6 +25,11 @@ UNAVAILABLE = "Unavailable"
 UNSUPPORTED_GPU = "UnsupportedGpu"
 
 DEFAULT_MAX_MODEL_LEN = 8192
+# Without spec.serving.targetConcurrency a replica must hold what vLLM needs to start (one sequence
+# of maxModelLen) and this many sequences of the default request (1,024 tokens in, 256 out).
+DEFAULT_TARGET_CONCURRENCY = 4
+DEFAULT_INPUT_TOKENS = 1024
+DEFAULT_OUTPUT_TOKENS = 256
 # Largest tensor-parallel size tried: single node, and no catalog instance has more than 16 GPUs.
 MAX_TENSOR_PARALLEL = 16
 
@@ -42,7 +47,11 @@ class DeploymentRequest:
     dtype: str
     quantization: str
     gpu_memory_utilization: float
-    max_num_seqs: int
+    max_num_seqs: int | None = None
+    target_concurrency: int | None = None
+    average_input_tokens: int | None = None
+    average_output_tokens: int | None = None
+    max_num_batched_tokens: int | None = None
     capacity_type: CapacityType | None = None
     max_hourly_cost: float | None = None
     gpu_types: tuple[str, ...] = ()
@@ -60,6 +69,37 @@ class DeploymentRequest:
             return self.max_model_len
         context = self.architecture.max_context
         return min(context, DEFAULT_MAX_MODEL_LEN) if context else DEFAULT_MAX_MODEL_LEN
+
+    @property
+    def concurrency(self) -> int:
+        """Sequences one replica must hold at once."""
+        return self.target_concurrency or DEFAULT_TARGET_CONCURRENCY
+
+    @property
+    def request_tokens(self) -> tuple[int, int]:
+        """(input, output) tokens of the average request the concurrency is counted at.
+
+        A stated target without a request size counts full-length sequences; otherwise the
+        defaults fill what is not given. Never longer than maxModelLen.
+        """
+        limit = self.effective_max_model_len
+        if (
+            self.average_input_tokens is None
+            and self.average_output_tokens is None
+            and self.target_concurrency is not None
+        ):
+            return (
+                limit - min(DEFAULT_OUTPUT_TOKENS, limit // 2),
+                min(DEFAULT_OUTPUT_TOKENS, limit // 2),
+            )
+        given_in = (
+            self.average_input_tokens if self.average_input_tokens is not None else DEFAULT_INPUT_TOKENS
+        )
+        given_out = (
+            self.average_output_tokens if self.average_output_tokens is not None else DEFAULT_OUTPUT_TOKENS
+        )
+        output = min(given_out, limit)
+        return (max(0, min(given_in, limit - output)), output)
 
 
 @dataclass(frozen=True, slots=True)

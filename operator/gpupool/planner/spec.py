@@ -9,13 +9,16 @@ lists to tuples, the autoscaling floor to the replicas the placement is sized fo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import cast
 
 from gpupool.api.deployment import ModelDeploymentSpec
+from gpupool.api.engine import RopeScaling as RopeScalingSpec
 from gpupool.api.pool import GpuPoolSpec
 from gpupool.catalog.offers import CapacityType
-from gpupool.planner.models import ModelArchitecture, resolve_architecture
+from gpupool.planner.hf_config import derived_max_context
+from gpupool.planner.models import ModelArchitecture, RopeScaling, resolve_architecture
 from gpupool.planner.request import DeploymentRequest, Objective, PoolConstraints
 
 
@@ -40,7 +43,9 @@ def request_from_spec(
     """
     override = spec.architecture.to_k8s() if spec.architecture is not None else None
     arch = architecture or resolve_architecture(spec.model, override)
-    engine, gpu = spec.engine, spec.gpu
+    engine, gpu, serving = spec.engine, spec.gpu, spec.serving
+    if engine.rope_scaling is not None:
+        arch = with_rope_scaling(arch, engine.rope_scaling)
     # With autoscaling, size the placement for the floor; growth goes through the pool's packer.
     replicas = (spec.autoscaling.min_replicas if spec.autoscaling is not None else 0) or spec.replicas
     return DeploymentRequest(
@@ -58,8 +63,21 @@ def request_from_spec(
         quantization=str(engine.quantization),
         gpu_memory_utilization=engine.gpu_memory_utilization,
         max_num_seqs=engine.max_num_seqs,
+        max_num_batched_tokens=engine.max_num_batched_tokens,
+        target_concurrency=serving.target_concurrency if serving is not None else None,
+        average_input_tokens=serving.average_input_tokens if serving is not None else None,
+        average_output_tokens=serving.average_output_tokens if serving is not None else None,
         tensor_parallel_size=engine.tensor_parallel_size,
         kv_cache_dtype=_kv_cache_dtype(engine.extra_args),
+    )
+
+
+def with_rope_scaling(arch: ModelArchitecture, given: RopeScalingSpec) -> ModelArchitecture:
+    """The architecture served with `--rope-scaling`: vLLM derives the longest context again."""
+    rope = RopeScaling(str(given.rope_type), given.factor, given.original_max_position_embeddings)
+    base = arch.max_position_embeddings or arch.max_context
+    return dataclasses.replace(
+        arch, rope_scaling=rope, max_context=derived_max_context(base, rope, arch.model_type)
     )
 
 

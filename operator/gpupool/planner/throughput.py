@@ -13,6 +13,7 @@ gpus.csv get no estimate rather than a guess.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from gpupool.catalog.gpus import GpuSpec
@@ -51,29 +52,38 @@ def estimate_throughput(
     spec: GpuSpec | None,
     memory: MemoryEstimate,
     *,
-    max_model_len: int,
-    max_num_seqs: int,
     quantization: str = "none",
 ) -> ThroughputEstimate | None:
-    """Output tokens per second of one replica at `max_num_seqs` concurrent sequences, or None."""
+    """Output tokens per second of one replica at the batch its KV cache holds, or None.
+
+    The batch is the sequences of the average request the cache holds at once (at most
+    max_num_seqs). Each request's prompt is prefilled once, compute bound, and shares the steps
+    with decoding (chunked prefill), so its cost is spread over the request's output tokens.
+    """
     if spec is None or not spec.memory_bandwidth_gbs:
         return None
-    tp = memory.tensor_parallel_size
-    batch = max_num_seqs
+    workload = memory.workload
+    gpus = memory.tensor_parallel_size * memory.pipeline_parallel_size
+    batch = max(1, math.floor(memory.concurrency_at_average))
     weights_bytes = moe_weights_read_b(arch, batch) * 1e9 * memory.weight_bytes_per_param
-    # On average a running sequence is half way through its context.
-    kv_bytes = batch * (max_model_len / 2) * memory.kv_bytes_per_token
-    bandwidth = spec.memory_bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY * tp
+    # On average a running sequence is half way through its output, after its whole prompt.
+    context = workload.average_input_tokens + workload.average_output_tokens / 2
+    kv_bytes = batch * context * memory.kv_bytes_per_token
+    bandwidth = spec.memory_bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY * gpus
     memory_seconds = (weights_bytes + kv_bytes) / bandwidth
     tflops = spec.fp8_tflops if quantization == "fp8" and spec.fp8_tflops else spec.bf16_tflops
     compute_seconds = 0.0
+    prefill_seconds = 0.0
     if tflops:
-        flops = 2 * arch.active_b * 1e9 * batch
-        compute_seconds = flops / (tflops * 1e12 * COMPUTE_EFFICIENCY * tp)
+        compute = tflops * 1e12 * COMPUTE_EFFICIENCY * gpus
+        compute_seconds = 2 * arch.active_b * 1e9 * batch / compute
+        prefill_seconds = 2 * arch.active_b * 1e9 * workload.average_input_tokens / compute
     penalty = TP_PENALTY_NVLINK if spec.nvlink else TP_PENALTY_PCIE
-    step = max(memory_seconds, compute_seconds) * (1 + penalty * (tp - 1))
+    step = max(memory_seconds, compute_seconds) * (1 + penalty * (memory.tensor_parallel_size - 1))
+    outputs = max(1, workload.average_output_tokens)
+    per_token = step / batch + prefill_seconds / outputs
     return ThroughputEstimate(
-        tokens_per_second=batch / step,
+        tokens_per_second=1 / per_token,
         step_ms=step * 1000,
         bound="memory" if memory_seconds >= compute_seconds else "compute",
         batch=batch,

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
-from gpupool.api.deployment import DEFAULT_IMAGE, ModelDeploymentSpec
+from gpupool.api.deployment import ModelDeploymentSpec
+from gpupool.api.engine import DEFAULT_IMAGE
 from gpupool.api.pool import Taint as PoolTaint
 
 __all__ = ["DEFAULT_IMAGE", "RenderError", "SecretKeyRef", "ServingInput", "Taint", "serving_input_from_spec"]
@@ -70,7 +71,8 @@ class ServingInput:
     dtype: str
     quantization: str
     gpu_memory_utilization: float
-    max_num_seqs: int
+    # vLLM's own defaults apply when these are None (the spec left them out).
+    max_num_seqs: int | None
     # Normalized GPU names (H100, A100-80GB, L4) the planner allows; the pods may land on any.
     gpu_types: tuple[str, ...]
     pool_name: str
@@ -82,6 +84,9 @@ class ServingInput:
     model_cache_pvc: str | None = None
     # Size of the weights on disk, GiB: drives the startup budget and /dev/shm.
     model_size_gib: float = 0.0
+    max_num_batched_tokens: int | None = None
+    # `--rope-scaling` as vLLM's JSON (rope_type, factor, original_max_position_embeddings).
+    rope_scaling: Mapping[str, object] | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -137,8 +142,21 @@ def serving_input_from_spec(
         api_key_secret=SecretKeyRef(name=api_key.name, key=api_key.key) if api_key else None,
         model_cache_pvc=cache.pvc_name if cache else None,
         model_size_gib=model_size_gib,
+        max_num_batched_tokens=engine.max_num_batched_tokens,
+        rope_scaling=_rope_scaling(spec),
         labels=dict(labels or {}),
     )
+
+
+def _rope_scaling(spec: ModelDeploymentSpec) -> dict[str, object] | None:
+    """The spec's ropeScaling in the snake_case keys of a config.json, as `--rope-scaling` takes it."""
+    rope = spec.engine.rope_scaling
+    if rope is None:
+        return None
+    rendered: dict[str, object] = {"rope_type": str(rope.rope_type), "factor": rope.factor}
+    if rope.original_max_position_embeddings is not None:
+        rendered["original_max_position_embeddings"] = rope.original_max_position_embeddings
+    return rendered
 
 
 def _replicas(spec: ModelDeploymentSpec) -> int:

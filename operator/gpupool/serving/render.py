@@ -230,7 +230,7 @@ def validate(inp: ServingInput) -> None:
         raise RenderError(
             "spec.engine.gpuMemoryUtilization", f"must be in (0, 1], got {inp.gpu_memory_utilization}"
         )
-    if inp.max_num_seqs < 1:
+    if inp.max_num_seqs is not None and inp.max_num_seqs < 1:
         raise RenderError("spec.engine.maxNumSeqs", f"must be at least 1, got {inp.max_num_seqs}")
 
 

@@ -20,6 +20,7 @@ envs.VLLM_API_KEY`). `/health` stays outside that check, so probes need no key.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 from gpupool.serving.inputs import RenderError, ServingInput
@@ -39,6 +40,8 @@ MANAGED_FLAGS: Mapping[str, str] = {
     "-q": "spec.engine.quantization",
     "--gpu-memory-utilization": "spec.engine.gpuMemoryUtilization",
     "--max-num-seqs": "spec.engine.maxNumSeqs",
+    "--max-num-batched-tokens": "spec.engine.maxNumBatchedTokens",
+    "--rope-scaling": "spec.engine.ropeScaling",
     "--port": "the operator (the Service targets port 8000)",
     "--api-key": "spec.apiKeySecretRef",
 }
@@ -73,14 +76,16 @@ def vllm_args(inp: ServingInput) -> list[str]:
     method = _LOAD_TIME_QUANTIZATION.get(inp.quantization)
     if method is not None:
         args += ["--quantization", method]
-    args += [
-        "--gpu-memory-utilization",
-        _decimal(inp.gpu_memory_utilization),
-        "--max-num-seqs",
-        str(inp.max_num_seqs),
-        "--port",
-        str(VLLM_PORT),
-    ]
+    args += ["--gpu-memory-utilization", _decimal(inp.gpu_memory_utilization)]
+    # Only what the spec states: left out, vLLM's own defaults apply, as the planner assumed.
+    if inp.max_num_seqs is not None:
+        args += ["--max-num-seqs", str(inp.max_num_seqs)]
+    if inp.max_num_batched_tokens is not None:
+        args += ["--max-num-batched-tokens", str(inp.max_num_batched_tokens)]
+    if inp.rope_scaling is not None:
+        # vLLM v0.11 reads `--rope-scaling` as JSON (vllm/engine/arg_utils.py, ModelConfig.rope_scaling).
+        args += ["--rope-scaling", json.dumps(dict(inp.rope_scaling), sort_keys=True, separators=(",", ":"))]
+    args += ["--port", str(VLLM_PORT)]
     return args + list(inp.extra_args)
 
 

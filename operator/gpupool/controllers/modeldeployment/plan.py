@@ -41,6 +41,9 @@ class KeptPlacement:
     inputs_hash: str
     excluded_gpus: tuple[str, ...] = ()
     cost_per_million_tokens: float | None = None
+    kv_cache_tokens: int | None = None
+    max_concurrency: float | None = None
+    concurrency: float | None = None
 
     def to_status(self) -> dict[str, Any]:
         return {
@@ -56,6 +59,11 @@ class KeptPlacement:
             "pricePerHour": round(self.price_per_hour, 4),
             "replicasPerInstance": self.replicas_per_instance,
             "inputsHash": self.inputs_hash,
+            **({"kvCacheTokens": self.kv_cache_tokens} if self.kv_cache_tokens is not None else {}),
+            **(
+                {"maxConcurrency": round(self.max_concurrency, 2)} if self.max_concurrency is not None else {}
+            ),
+            **({"concurrency": round(self.concurrency, 2)} if self.concurrency is not None else {}),
             **({"excludedGpus": list(self.excluded_gpus)} if self.excluded_gpus else {}),
         }
 
@@ -81,6 +89,9 @@ class KeptPlacement:
                 replicas_per_instance=max(int(placement.get("replicasPerInstance") or 1), 1),
                 inputs_hash=str(placement["inputsHash"]),
                 excluded_gpus=tuple(placement.get("excludedGpus") or ()),
+                kv_cache_tokens=_optional(int, placement.get("kvCacheTokens")),
+                max_concurrency=_optional(float, placement.get("maxConcurrency")),
+                concurrency=_optional(float, placement.get("concurrency")),
                 cost_per_million_tokens=(
                     float(cost_per_million_tokens) if cost_per_million_tokens is not None else None
                 ),
@@ -126,7 +137,14 @@ def kept_from_plan(plan: Plan, digest: str, excluded_gpus: Sequence[str]) -> Kep
         inputs_hash=digest,
         excluded_gpus=tuple(excluded_gpus),
         cost_per_million_tokens=choice.cost_per_million_tokens,
+        kv_cache_tokens=memory.kv_cache_tokens if memory else None,
+        max_concurrency=memory.max_concurrency if memory else None,
+        concurrency=memory.concurrency_at_average if memory else None,
     )
+
+
+def _optional(kind: type[int] | type[float], value: Any) -> Any:
+    return kind(value) if value is not None else None
 
 
 def replicas_within_budget(kept: KeptPlacement, replicas: int, budget: float | None) -> int:
