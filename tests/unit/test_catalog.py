@@ -21,6 +21,7 @@ from gpupool.catalog import (
     placeable,
     spec_for,
 )
+from gpupool.catalog.gpus import derived_cuda_memory_gib, spec_from_row
 
 HEADER = "provider,region,zone,instance_type,gpu,gpu_count,gpu_memory_gib,vcpus,memory_gib,price_hour,spot_price_hour\n"
 
@@ -152,6 +153,124 @@ def test_gpu_specs_cover_every_gpu_in_the_catalog(offers: list[Offer]) -> None:
     assert h100 is not None and h100.memory_bandwidth_gbs == 3350 and h100.nvlink
     k80 = spec_for("K80")
     assert k80 is not None and not k80.vllm_supported
+
+
+def test_every_runnable_gpu_in_the_catalog_has_a_full_spec_row(offers: list[Offer]) -> None:
+    # Empty tensor figures mean "no tensor cores for that format", so they follow the compute capability.
+    for name in sorted({o.gpu for o in offers}):
+        spec = spec_for(name)
+        assert spec is not None, name
+        assert (
+            spec.memory_gib > 0 and spec.memory_bandwidth_gbs and spec.architecture and spec.interconnect
+        ), name
+        assert spec.cuda_memory_gib and spec.cuda_memory_source, name
+        if not spec.vllm_supported:
+            continue
+        cc = spec.compute_capability
+        assert cc is not None and cc >= (7, 0), name
+        assert spec.fp16_tflops_dense, name
+        assert (spec.bf16_tflops_dense is not None) == (cc >= (8, 0)), name
+        assert (spec.fp8_tflops_dense is not None) == (cc >= (8, 9)), name
+        assert (spec.int8_tops_dense is not None) == (cc >= (7, 5)), name
+
+
+def test_cards_vllms_cuda_image_cannot_drive_still_have_figures_and_stay_refused() -> None:
+    for name in (
+        "K80",
+        "M60",
+        "M4000",
+        "P4",
+        "P4000",
+        "P100",
+        "Radeon-MI25",
+        "Radeon-Pro-V520",
+        "MI300X",
+        "Gaudi2",
+    ):
+        spec = spec_for(name)
+        assert spec is not None and not spec.vllm_supported, name
+        assert spec.memory_bandwidth_gbs and spec.cuda_memory_gib, name
+        assert spec.compute_capability is None or spec.compute_capability < (7, 0), name
+
+
+@pytest.mark.parametrize(
+    ("gpu", "capability", "architecture"),
+    [
+        ("V100", (7, 0), "Volta"),
+        ("T4", (7, 5), "Turing"),
+        ("A100", (8, 0), "Ampere"),
+        ("A10G", (8, 6), "Ampere"),
+        ("L4", (8, 9), "Ada"),
+        ("H100", (9, 0), "Hopper"),
+        ("B200", (10, 0), "Blackwell"),
+        ("RTX-5090", (12, 0), "Blackwell"),
+        ("MI300X", None, "CDNA 3"),
+    ],
+)
+def test_each_gpu_knows_its_compute_capability(
+    gpu: str, capability: tuple[int, int] | None, architecture: str
+) -> None:
+    spec = spec_for(gpu)
+    assert spec is not None
+    assert spec.compute_capability == capability
+    assert spec.architecture == architecture
+
+
+def test_cuda_memory_is_logged_where_a_log_exists_and_derived_by_one_rule_elsewhere() -> None:
+    specs = gpu_specs()
+    # Figures read from public vLLM/PyTorch logs (data/README.md names each one).
+    assert specs["H100"].cuda_memory_gib == 79.11 and not specs["H100"].cuda_memory_derived
+    assert specs["L4"].cuda_memory_gib == 22.05 and not specs["L4"].cuda_memory_derived
+    assert specs["H200"].cuda_memory_derived
+    measured = 0
+    for spec in specs.values():
+        assert spec.cuda_memory_gib is not None
+        rule = derived_cuda_memory_gib(spec.memory_gib, ecc_reserves_memory=spec.ecc_reserves_memory)
+        if spec.cuda_memory_derived:
+            assert spec.cuda_memory_gib == rule, spec.name
+            continue
+        # The rule must never promise more than a real card showed, and stay close to it.
+        measured += 1
+        assert rule <= spec.cuda_memory_gib <= spec.memory_gib, spec.name
+        assert spec.cuda_memory_gib - rule < 0.03 * spec.memory_gib, spec.name
+    assert measured >= 20
+
+
+def test_existing_spec_attributes_keep_their_meaning() -> None:
+    t4, a100, h100 = spec_for("T4"), spec_for("A100"), spec_for("H100")
+    assert t4 is not None and a100 is not None and h100 is not None
+    # T4 serves in float16: its 16-bit figure is the fp16 one, and it has no bf16 or fp8 tensor cores.
+    assert t4.bf16_tflops == 65 and t4.bf16_tflops_dense is None and t4.fp8_tflops is None
+    assert a100.bf16_tflops == 312 and a100.fp8_tflops is None
+    assert h100.fp8_tflops == 1979 and h100.vllm_supported
+
+
+def test_a_malformed_spec_row_names_its_gpu() -> None:
+    row = dict.fromkeys(
+        [
+            "memory_bandwidth_gbs",
+            "bf16_tflops_dense",
+            "fp16_tflops_dense",
+            "fp8_tflops_dense",
+            "int8_tops_dense",
+            "interconnect",
+            "architecture",
+            "memory_type",
+            "cuda_memory_gib",
+            "cuda_memory_source",
+            "compute_capability",
+        ],
+        "",
+    )
+    row |= {
+        "gpu": "X1",
+        "memory_gib": "24",
+        "nvlink": "maybe",
+        "vllm_supported": "yes",
+        "ecc_reserves_memory": "no",
+    }
+    with pytest.raises(ValueError, match=r"X1.*yes or no"):
+        spec_from_row(row)
 
 
 def test_load_offers_csv_reads_a_user_file(tmp_path: Path) -> None:
