@@ -16,6 +16,7 @@ from gpupool.catalog import (
     gpu_specs,
     load_offers_csv,
     load_shipped_offers,
+    network_fabric,
     normalize_gpu_name,
     parse_offers_csv,
     placeable,
@@ -297,6 +298,48 @@ def test_discounts_apply_per_provider_and_are_noted() -> None:
     assert discounted[1] == offers[1]
     with pytest.raises(ValueError, match=r"0\.\.95"):
         apply_discounts(offers, {"a": 99})
+
+
+@pytest.mark.parametrize(
+    ("provider", "instance_type", "network"),
+    [
+        ("aws", "p5.48xlarge", "efa"),
+        ("aws", "p4d.24xlarge", "efa"),
+        ("aws", "p6-b300.48xlarge", "efa"),
+        ("aws", "p5.4xlarge", ""),  # one GPU: its EFA is not confirmed, so not marked
+        ("aws", "g6e.48xlarge", ""),
+        ("azure", "Standard_ND96isr_H100_v5", "infiniband"),
+        ("azure", "Standard_ND96amsr_A100_v4", "infiniband"),
+        ("azure", "Standard_ND96isr_H200_v5", "infiniband"),
+        ("azure", "Standard_NC24rs_v3", "infiniband"),
+        ("azure", "Standard_NC24ads_A100_v4", ""),
+        ("azure", "Standard_NC80adis_H100_v5", ""),
+        ("oci", "BM.GPU.H100.8", "rdma"),
+        ("oci", "VM.GPU.A10.1", ""),
+        ("nebius", "gpu-h100-sxm_8gpu-128vcpu-1600gb", "infiniband"),
+        ("nebius", "gpu-h100-sxm_1gpu-16vcpu-200gb", ""),
+        ("lambda", "gpu_8x_h100_sxm5", ""),  # InfiniBand only in 1-Click Clusters
+        ("gcp", "accelerator:H100", ""),
+        ("runpod", "8x_H100-SXM_SECURE", ""),
+    ],
+)
+def test_network_fabric_rule_table(provider: str, instance_type: str, network: str) -> None:
+    assert network_fabric(provider, instance_type) == network
+
+
+def test_shipped_offers_carry_their_network_fabric(offers: list[Offer]) -> None:
+    by_type = {(o.provider, o.instance_type): o for o in offers}
+    assert by_type[("aws", "p5.48xlarge")].network == "efa"
+    assert by_type[("azure", "Standard_ND96isr_H100_v5")].fast_network
+    assert by_type[("lambda", "gpu_8x_h100_sxm5")].network == ""
+    marked = Counter(o.provider for o in offers if o.network)
+    assert set(marked) == {"aws", "azure", "nebius"}
+    # A discount rewrites prices, never the fabric; a user's CSV gets the same rule.
+    discounted = apply_discounts([by_type[("aws", "p5.48xlarge")]], {"aws": 10})
+    assert discounted[0].network == "efa"
+    user = parse_offers_csv(HEADER + "azure,eastus,,Standard_ND96asr_v4,A100,8,40,96,900,27,\n")
+    assert user[0].network == "infiniband"
+    assert Offer("x", "r", "", "t", "H100", 8, 80, 1, 1, on_demand_price=1.0, spot_price=None).network == ""
 
 
 def test_unavailable_marks_expire_and_are_per_capacity_type() -> None:
