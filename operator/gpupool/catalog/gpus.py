@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from importlib import resources
 
 # The one rule for a CUDA total nobody has logged (see data/README.md, "cuda_memory_gib"): 97 % of the
-# marketed size, and 15/16 of that again where ECC on GDDR memory keeps check bits in it. It is the
-# lowest ratio any logged card shows, so a derived figure never promises memory a real card lacks.
+# marketed size, and 15/16 of that again where ECC on GDDR memory keeps check bits in it. 97 % is just
+# below the lowest ratio any logged card shows, so a derived figure errs small, never large.
 DERIVED_CUDA_FRACTION = 0.97
 GDDR_ECC_FRACTION = 15 / 16
 
@@ -36,8 +36,8 @@ class GpuSpec:
     """Spec-sheet figures of one GPU model (one row of data/gpus.csv).
 
     Tensor throughputs are dense (no 2:4 sparsity); None means the card has no tensor cores for that
-    format (bf16 below compute capability 8.0, fp8 below 8.9, int8 below 7.5), which the precision
-    rules rely on. `compute_capability` is None for cards that are not NVIDIA's.
+    format (bf16 below compute capability 8.0, fp8 below 8.9, int8 below 7.5), never "unknown".
+    `compute_capability` is None for cards that are not NVIDIA's.
     """
 
     name: str
