@@ -71,6 +71,7 @@ def offer_json(offer: Offer, available: bool) -> dict[str, Any]:
         "memoryGiB": offer.memory_gib,
         "diskGiB": DISK_GIB,
         "cpuArch": offer.cpu_arch,
+        "network": offer.network,
         "onDemandPrice": offer.on_demand_price,
         "spotPrice": offer.spot_price,
         "available": available,

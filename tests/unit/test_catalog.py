@@ -16,11 +16,13 @@ from gpupool.catalog import (
     gpu_specs,
     load_offers_csv,
     load_shipped_offers,
+    network_fabric,
     normalize_gpu_name,
     parse_offers_csv,
     placeable,
     spec_for,
 )
+from gpupool.catalog.gpus import derived_cuda_memory_gib, spec_from_row
 
 HEADER = "provider,region,zone,instance_type,gpu,gpu_count,gpu_memory_gib,vcpus,memory_gib,price_hour,spot_price_hour\n"
 
@@ -154,6 +156,124 @@ def test_gpu_specs_cover_every_gpu_in_the_catalog(offers: list[Offer]) -> None:
     assert k80 is not None and not k80.vllm_supported
 
 
+def test_every_runnable_gpu_in_the_catalog_has_a_full_spec_row(offers: list[Offer]) -> None:
+    # Empty tensor figures mean "no tensor cores for that format", so they follow the compute capability.
+    for name in sorted({o.gpu for o in offers}):
+        spec = spec_for(name)
+        assert spec is not None, name
+        assert (
+            spec.memory_gib > 0 and spec.memory_bandwidth_gbs and spec.architecture and spec.interconnect
+        ), name
+        assert spec.cuda_memory_gib and spec.cuda_memory_source, name
+        if not spec.vllm_supported:
+            continue
+        cc = spec.compute_capability
+        assert cc is not None and cc >= (7, 0), name
+        assert spec.fp16_tflops_dense, name
+        assert (spec.bf16_tflops_dense is not None) == (cc >= (8, 0)), name
+        assert (spec.fp8_tflops_dense is not None) == (cc >= (8, 9)), name
+        assert (spec.int8_tops_dense is not None) == (cc >= (7, 5)), name
+
+
+def test_cards_vllms_cuda_image_cannot_drive_still_have_figures_and_stay_refused() -> None:
+    for name in (
+        "K80",
+        "M60",
+        "M4000",
+        "P4",
+        "P4000",
+        "P100",
+        "Radeon-MI25",
+        "Radeon-Pro-V520",
+        "MI300X",
+        "Gaudi2",
+    ):
+        spec = spec_for(name)
+        assert spec is not None and not spec.vllm_supported, name
+        assert spec.memory_bandwidth_gbs and spec.cuda_memory_gib, name
+        assert spec.compute_capability is None or spec.compute_capability < (7, 0), name
+
+
+@pytest.mark.parametrize(
+    ("gpu", "capability", "architecture"),
+    [
+        ("V100", (7, 0), "Volta"),
+        ("T4", (7, 5), "Turing"),
+        ("A100", (8, 0), "Ampere"),
+        ("A10G", (8, 6), "Ampere"),
+        ("L4", (8, 9), "Ada"),
+        ("H100", (9, 0), "Hopper"),
+        ("B200", (10, 0), "Blackwell"),
+        ("RTX-5090", (12, 0), "Blackwell"),
+        ("MI300X", None, "CDNA 3"),
+    ],
+)
+def test_each_gpu_knows_its_compute_capability(
+    gpu: str, capability: tuple[int, int] | None, architecture: str
+) -> None:
+    spec = spec_for(gpu)
+    assert spec is not None
+    assert spec.compute_capability == capability
+    assert spec.architecture == architecture
+
+
+def test_cuda_memory_is_logged_where_a_log_exists_and_derived_by_one_rule_elsewhere() -> None:
+    specs = gpu_specs()
+    # Figures read from public vLLM/PyTorch logs (data/README.md names each one).
+    assert specs["H100"].cuda_memory_gib == 79.11 and not specs["H100"].cuda_memory_derived
+    assert specs["L4"].cuda_memory_gib == 22.05 and not specs["L4"].cuda_memory_derived
+    assert specs["H200"].cuda_memory_derived
+    measured = 0
+    for spec in specs.values():
+        assert spec.cuda_memory_gib is not None
+        rule = derived_cuda_memory_gib(spec.memory_gib, ecc_reserves_memory=spec.ecc_reserves_memory)
+        if spec.cuda_memory_derived:
+            assert spec.cuda_memory_gib == rule, spec.name
+            continue
+        # The rule must never promise more than a real card showed, and stay close to it.
+        measured += 1
+        assert rule <= spec.cuda_memory_gib <= spec.memory_gib, spec.name
+        assert spec.cuda_memory_gib - rule < 0.03 * spec.memory_gib, spec.name
+    assert measured >= 20
+
+
+def test_existing_spec_attributes_keep_their_meaning() -> None:
+    t4, a100, h100 = spec_for("T4"), spec_for("A100"), spec_for("H100")
+    assert t4 is not None and a100 is not None and h100 is not None
+    # T4 serves in float16: its 16-bit figure is the fp16 one, and it has no bf16 or fp8 tensor cores.
+    assert t4.bf16_tflops == 65 and t4.bf16_tflops_dense is None and t4.fp8_tflops is None
+    assert a100.bf16_tflops == 312 and a100.fp8_tflops is None
+    assert h100.fp8_tflops == 1979 and h100.vllm_supported
+
+
+def test_a_malformed_spec_row_names_its_gpu() -> None:
+    row = dict.fromkeys(
+        [
+            "memory_bandwidth_gbs",
+            "bf16_tflops_dense",
+            "fp16_tflops_dense",
+            "fp8_tflops_dense",
+            "int8_tops_dense",
+            "interconnect",
+            "architecture",
+            "memory_type",
+            "cuda_memory_gib",
+            "cuda_memory_source",
+            "compute_capability",
+        ],
+        "",
+    )
+    row |= {
+        "gpu": "X1",
+        "memory_gib": "24",
+        "nvlink": "maybe",
+        "vllm_supported": "yes",
+        "ecc_reserves_memory": "no",
+    }
+    with pytest.raises(ValueError, match=r"X1.*yes or no"):
+        spec_from_row(row)
+
+
 def test_load_offers_csv_reads_a_user_file(tmp_path: Path) -> None:
     path = tmp_path / "offers.csv"
     path.write_text(
@@ -178,6 +298,48 @@ def test_discounts_apply_per_provider_and_are_noted() -> None:
     assert discounted[1] == offers[1]
     with pytest.raises(ValueError, match=r"0\.\.95"):
         apply_discounts(offers, {"a": 99})
+
+
+@pytest.mark.parametrize(
+    ("provider", "instance_type", "network"),
+    [
+        ("aws", "p5.48xlarge", "efa"),
+        ("aws", "p4d.24xlarge", "efa"),
+        ("aws", "p6-b300.48xlarge", "efa"),
+        ("aws", "p5.4xlarge", ""),  # one GPU: its EFA is not confirmed, so not marked
+        ("aws", "g6e.48xlarge", ""),
+        ("azure", "Standard_ND96isr_H100_v5", "infiniband"),
+        ("azure", "Standard_ND96amsr_A100_v4", "infiniband"),
+        ("azure", "Standard_ND96isr_H200_v5", "infiniband"),
+        ("azure", "Standard_NC24rs_v3", "infiniband"),
+        ("azure", "Standard_NC24ads_A100_v4", ""),
+        ("azure", "Standard_NC80adis_H100_v5", ""),
+        ("oci", "BM.GPU.H100.8", "rdma"),
+        ("oci", "VM.GPU.A10.1", ""),
+        ("nebius", "gpu-h100-sxm_8gpu-128vcpu-1600gb", "infiniband"),
+        ("nebius", "gpu-h100-sxm_1gpu-16vcpu-200gb", ""),
+        ("lambda", "gpu_8x_h100_sxm5", ""),  # InfiniBand only in 1-Click Clusters
+        ("gcp", "accelerator:H100", ""),
+        ("runpod", "8x_H100-SXM_SECURE", ""),
+    ],
+)
+def test_network_fabric_rule_table(provider: str, instance_type: str, network: str) -> None:
+    assert network_fabric(provider, instance_type) == network
+
+
+def test_shipped_offers_carry_their_network_fabric(offers: list[Offer]) -> None:
+    by_type = {(o.provider, o.instance_type): o for o in offers}
+    assert by_type[("aws", "p5.48xlarge")].network == "efa"
+    assert by_type[("azure", "Standard_ND96isr_H100_v5")].fast_network
+    assert by_type[("lambda", "gpu_8x_h100_sxm5")].network == ""
+    marked = Counter(o.provider for o in offers if o.network)
+    assert set(marked) == {"aws", "azure", "nebius"}
+    # A discount rewrites prices, never the fabric; a user's CSV gets the same rule.
+    discounted = apply_discounts([by_type[("aws", "p5.48xlarge")]], {"aws": 10})
+    assert discounted[0].network == "efa"
+    user = parse_offers_csv(HEADER + "azure,eastus,,Standard_ND96asr_v4,A100,8,40,96,900,27,\n")
+    assert user[0].network == "infiniband"
+    assert Offer("x", "r", "", "t", "H100", 8, 80, 1, 1, on_demand_price=1.0, spot_price=None).network == ""
 
 
 def test_unavailable_marks_expire_and_are_per_capacity_type() -> None:

@@ -182,11 +182,13 @@ def test_offers_lists_the_cheapest_first_and_notes_gcp(capsys: pytest.CaptureFix
     prices = [float(line.split("$")[1].split()[0].replace(",", "")) for line in lines]
     assert prices == sorted(prices) and len(prices) == 5
     assert "gcp: gpu-only price" in out
+    assert "NET" in out.splitlines()[0]
     code, out, _ = run(
         capsys, "offers", "--gpu", "H100", "--count", "8", "--capacity-type", "on-demand", "-o", "json"
     )
     data = json.loads(out)
     assert all(o["gpuCount"] == 8 and o["capacityType"] == "on-demand" for o in data["offers"])
+    assert {o["network"] for o in data["offers"] if o["provider"] == "aws"} <= {"efa"}
     assert data["leftOut"]
     code, _, _ = run(capsys, "offers", "--gpu", "NoSuchGPU")
     assert code == 1

@@ -95,6 +95,8 @@ async def test_list_offers_reports_prices_and_availability(world: World) -> None
     g5 = [o for o in offers if o.offer.instance_type == "g5.xlarge"]
     assert g5 and all(not o.available for o in g5)
     assert all(o.offer.spot_price for o in g5)
+    # The fabric the catalog derived for the AWS row survives the trip through simcloud's API.
+    assert {o.offer.network for o in offers if o.offer.instance_type == "p5.48xlarge"} == {"efa"}
 
 
 async def test_create_is_idempotent_by_claim_uid(world: World) -> None:

@@ -4,77 +4,77 @@ Clouds name the same card a dozen ways (`A6000`, `RTXA6000`, `RTX-A6000`), and t
 two cards (`A100` is 40 GB at AWS and 80 GB at Cudo). A pool that says `gpuTypes: [A100-80GB]` must
 match every cloud's spelling, so names are normalized once, at load time, from the source name, the
 per-GPU memory the cloud reports and hints in the instance type (`..._pcie`). The canonical names are
-those of `gpus.csv` where it has the card; the others follow the same `VENDOR-MODEL[-VARIANT]` style.
+those of `gpus.csv`, which has a row for every name the shipped offers produce; a card no source
+knows gets a tidied name in the same `VENDOR-MODEL[-VARIANT]` style.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
+
+# The one rule for a CUDA total nobody has logged (see data/README.md, "cuda_memory_gib"): 97 % of the
+# marketed size, and 15/16 of that again where ECC on GDDR memory keeps check bits in it. 97 % is just
+# below the lowest ratio any logged card shows, so a derived figure errs small, never large.
+DERIVED_CUDA_FRACTION = 0.97
+GDDR_ECC_FRACTION = 15 / 16
+
+
+def derived_cuda_memory_gib(memory_gib: float, *, ecc_reserves_memory: bool) -> float:
+    """The CUDA-visible total the catalog assumes for a card without a logged figure (rounded down)."""
+    fraction = DERIVED_CUDA_FRACTION * (GDDR_ECC_FRACTION if ecc_reserves_memory else 1.0)
+    return math.floor(memory_gib * fraction * 100 + 1e-9) / 100
 
 
 @dataclass(frozen=True, slots=True)
 class GpuSpec:
-    """Spec-sheet figures of one GPU model; None where the public sources had no figure."""
+    """Spec-sheet figures of one GPU model (one row of data/gpus.csv).
+
+    Tensor throughputs are dense (no 2:4 sparsity); None means the card has no tensor cores for that
+    format (bf16 below compute capability 8.0, fp8 below 8.9, int8 below 7.5), never "unknown".
+    `compute_capability` is None for cards that are not NVIDIA's.
+    """
 
     name: str
     memory_gib: float
     memory_bandwidth_gbs: float | None = None
-    bf16_tflops: float | None = None
-    fp8_tflops: float | None = None
+    bf16_tflops_dense: float | None = None
+    fp16_tflops_dense: float | None = None
+    fp8_tflops_dense: float | None = None
+    int8_tops_dense: float | None = None
     interconnect: str = ""
+    # GPUs of one instance reach each other over NVLink/NVSwitch (or AMD's XGMI mesh), not PCIe;
+    # pairs joined by an optional bridge do not count, since a cloud's 8-GPU box is rarely bridged.
+    nvlink: bool = False
     # vLLM's CUDA kernels need compute capability 7.0 or newer; AMD/Intel cards need their own builds.
     vllm_supported: bool = True
+    compute_capability: tuple[int, int] | None = None
+    architecture: str = ""
+    memory_type: str = ""
+    ecc_reserves_memory: bool = False
+    # What torch.cuda.mem_get_info()[1] reports in GiB: the total vLLM multiplies by
+    # gpu_memory_utilization. None only for hand-made specs; every shipped row has one.
+    cuda_memory_gib: float | None = None
+    cuda_memory_source: str = ""  # "derived", or the public log it was read from
 
     @property
-    def nvlink(self) -> bool:
-        return "NVLink" in self.interconnect or "XGMI" in self.interconnect
+    def bf16_tflops(self) -> float | None:
+        """16-bit tensor TFLOPS in the dtype the card serves in: bf16, else fp16 (T4, V100)."""
+        return self.bf16_tflops_dense if self.bf16_tflops_dense is not None else self.fp16_tflops_dense
 
+    @property
+    def fp8_tflops(self) -> float | None:
+        return self.fp8_tflops_dense
 
-# Cards missing from gpus.csv: memory is the vendor's marketed size (GB), no other figures.
-_EXTRA_SPECS: dict[str, float] = {
-    "H100-NVL": 94,
-    "A100-40GB-PCIe": 40,
-    "L40": 48,
-    "A30": 24,
-    "A16": 16,
-    "A800": 80,
-    "RTX-6000": 24,
-    "RTX-PRO-6000": 96,
-    "RTX-A2000": 6,
-    "RTX-A4000": 16,
-    "RTX-A4500": 20,
-    "RTX-A5000": 24,
-    "RTX-4000-Ada": 20,
-    "RTX-3060": 12,
-    "RTX-3060-8GB": 8,
-    "RTX-3070": 8,
-    "RTX-3080": 10,
-    "RTX-3090": 24,
-    "RTX-4060": 16,
-    "RTX-4070": 16,
-    "RTX-4090-48GB": 48,
-    "RTX-5090": 32,
-    "T4": 16,
-    "P100": 16,
-    "P4": 8,
-    "P4000": 8,
-    "M4000": 8,
-    "M60": 8,
-    "K80": 12,
-    "Radeon-MI25": 16,
-    "Radeon-Pro-V520": 8,
-}
+    @property
+    def cuda_memory_derived(self) -> bool:
+        return self.cuda_memory_source == "derived"
 
-# Older than compute capability 7.0, or not NVIDIA: the default vllm/vllm-openai image is a CUDA build
-# (AMD and Intel Gaudi need other images, which pools do not select yet).
-_VLLM_UNSUPPORTED = frozenset(
-    {"P100", "P4", "P4000", "M4000", "M60", "K80", "Radeon-MI25", "Radeon-Pro-V520"}
-    | {"Gaudi2", "Gaudi3", "MI300X", "MI325X"}
-)
 
 # Source spellings (upper-cased, separators removed) to canonical names, when memory does not matter.
 _ALIASES: dict[str, str] = {
@@ -154,36 +154,53 @@ def _squash(name: str) -> str:
 
 @functools.cache
 def gpu_specs() -> dict[str, GpuSpec]:
-    """Every known GPU model by canonical name: gpus.csv plus memory-only entries for the rest."""
-    specs: dict[str, GpuSpec] = {}
+    """Every known GPU model by canonical name, from data/gpus.csv (read once)."""
     text = resources.files("gpupool.catalog").joinpath("data/gpus.csv").read_text(encoding="utf-8")
-    for row in csv.DictReader(text.splitlines()):
-        specs[row["gpu"]] = GpuSpec(
-            name=row["gpu"],
+    return {row["gpu"]: spec_from_row(row) for row in csv.DictReader(text.splitlines())}
+
+
+def spec_from_row(row: Mapping[str, str]) -> GpuSpec:
+    """One gpus.csv row as a GpuSpec; a malformed row raises ValueError naming the GPU."""
+    name = row["gpu"]
+    try:
+        return GpuSpec(
+            name=name,
             memory_gib=float(row["memory_gib"]),
             memory_bandwidth_gbs=_float_or_none(row["memory_bandwidth_gbs"]),
-            bf16_tflops=_float_or_none(row["bf16_tflops_dense"]),
-            fp8_tflops=_float_or_none(row["fp8_tflops_dense"]),
+            bf16_tflops_dense=_float_or_none(row["bf16_tflops_dense"]),
+            fp16_tflops_dense=_float_or_none(row["fp16_tflops_dense"]),
+            fp8_tflops_dense=_float_or_none(row["fp8_tflops_dense"]),
+            int8_tops_dense=_float_or_none(row["int8_tops_dense"]),
             interconnect=row["interconnect"],
+            nvlink=_yes(row["nvlink"]),
+            vllm_supported=_yes(row["vllm_supported"]),
+            compute_capability=_capability(row["compute_capability"]),
+            architecture=row["architecture"],
+            memory_type=row["memory_type"],
+            ecc_reserves_memory=_yes(row["ecc_reserves_memory"]),
+            cuda_memory_gib=_float_or_none(row["cuda_memory_gib"]),
+            cuda_memory_source=row["cuda_memory_source"],
         )
-    for name, memory in _EXTRA_SPECS.items():
-        specs.setdefault(name, GpuSpec(name=name, memory_gib=memory))
-    for name in _VLLM_UNSUPPORTED:
-        spec = specs[name]
-        specs[name] = GpuSpec(
-            name=spec.name,
-            memory_gib=spec.memory_gib,
-            memory_bandwidth_gbs=spec.memory_bandwidth_gbs,
-            bf16_tflops=spec.bf16_tflops,
-            fp8_tflops=spec.fp8_tflops,
-            interconnect=spec.interconnect,
-            vllm_supported=False,
-        )
-    return specs
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"gpus.csv row {name!r}: {error}") from None
 
 
 def _float_or_none(text: str) -> float | None:
     return float(text) if text.strip() else None
+
+
+def _yes(text: str) -> bool:
+    if text not in ("yes", "no"):
+        raise ValueError(f"expected yes or no, got {text!r}")
+    return text == "yes"
+
+
+def _capability(text: str) -> tuple[int, int] | None:
+    """ "8.6" as (8, 6); empty for cards that are not NVIDIA's."""
+    if not text.strip():
+        return None
+    major, minor = text.split(".")
+    return int(major), int(minor)
 
 
 def normalize_gpu_name(

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 
+from gpupool.catalog.fabric import network_fabric
 from gpupool.catalog.gpus import normalize_gpu_name, spec_for
 from gpupool.catalog.offers import Offer
 
@@ -104,6 +105,7 @@ def offer_from_row(row: Mapping[str, str]) -> Offer | None:
         spot_price=spot,
         source_gpu=source_gpu,
         cpu_arch=arch,
+        network=network_fabric(provider, instance_type),
         exclusion=exclusion,
         notes=tuple(notes),
     )

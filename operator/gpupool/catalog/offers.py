@@ -28,6 +28,7 @@ class Offer:
     not sell that capacity type there. `exclusion` is set when the price cannot be trusted as a
     whole-instance price (GCP's GPU-only rows, placeholder prices): such offers are listed but left
     out of placement unless a caller opts in. `notes` say what the loader changed and why.
+    `network` says whether instances can be joined into one multi-node replica.
     """
 
     provider: str
@@ -44,6 +45,9 @@ class Offer:
     source_gpu: str = ""
     cpu_arch: str = "x86_64"
     disk_gib: float | None = None  # the root disk a node gets (ephemeral storage); None: unknown
+    # The inter-node fabric (catalog.fabric): "infiniband", "efa", "rdma" (RoCE), or "" for ordinary
+    # Ethernet, on which a replica must stay within one node.
+    network: str = ""
     exclusion: str | None = None
     notes: tuple[str, ...] = field(default=())
 
@@ -63,6 +67,11 @@ class Offer:
     def price_per_gpu(self, capacity_type: CapacityType) -> float | None:
         price = self.price(capacity_type)
         return None if price is None else price / self.gpu_count
+
+    @property
+    def fast_network(self) -> bool:
+        """Whether the offer's nodes have an RDMA fabric between them (multi-node replicas)."""
+        return bool(self.network)
 
     @property
     def total_gpu_memory_gib(self) -> float:

@@ -101,6 +101,7 @@ def offer_from_simcloud(provider_name: str, data: dict[str, Any]) -> ProviderOff
         on_demand_price=data.get("onDemandPrice"),
         spot_price=data.get("spotPrice"),
         source_gpu=str(data.get("gpu", "")),
+        network=str(data.get("network") or ""),
     )
     return ProviderOffer(offer=offer, available=bool(data.get("available", True)))
 
