@@ -131,7 +131,7 @@ def test_impossible_request_exits_non_zero_with_the_closest_options(
     )
     assert code == 1
     assert "No placement (ModelDoesNotFit)" in out
-    assert "needs 67.9 GiB per GPU, has 21.6 GiB" in out
+    assert "needs 67.9 GiB per GPU, has 19.8 GiB (2 GPUs x 22.05 GiB" in out  # what CUDA reports
     code, out, err = run(
         capsys, "plan", "--model", "meta-llama/Llama-3.1-70B-Instruct", "--max-hourly-cost", "1", "-o", "json"
     )

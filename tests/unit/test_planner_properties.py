@@ -22,6 +22,7 @@ from gpupool.planner import (
     plan_deployment,
     tensor_parallel_refusal,
 )
+from gpupool.planner.precision import precision_check
 from gpupool.planner.shape_fit import reported_memory_gib
 from gpupool.planner.throughput import cost_per_million_tokens
 
@@ -133,6 +134,15 @@ def brute_force(request: DeploymentRequest, catalog: list[Offer], pool: PoolCons
             price = offer.price(capacity)
             if price is None:
                 continue
+            stored = request.architecture.native_format or request.architecture.dtype
+            precision = precision_check(
+                spec_for(offer.gpu),
+                activation_dtype=request.dtype,
+                weight_format=request.quantization if request.quantization != "none" else stored,
+                fp16_allowed=request.architecture.fp16_allowed,
+            )
+            if precision.refusal is not None:
+                continue  # FP8 on a T4, bfloat16-only models on a V100: vLLM refuses them
             for tp in range(1, offer.gpu_count + 1):
                 if tensor_parallel_refusal(request.architecture, tp) is not None:
                     continue
@@ -227,7 +237,10 @@ def test_choice_is_a_shape_vllm_accepts_whose_memory_covers_the_need(
         assert memory is not None
         assert memory.per_gpu_required_gib <= memory.per_gpu_available_gib + 1e-6
         assert memory.required_gib <= memory.available_gib + 1e-6
-        assert memory.gpu_memory_gib == candidate.offer.gpu_memory_gib
+        # What CUDA reports for the card, which vLLM's budget is a share of.
+        assert memory.gpu_memory_gib == reported_memory_gib(
+            candidate.offer.gpu, candidate.offer.gpu_memory_gib
+        )
         assert candidate.cost_per_hour is not None
         if request.max_hourly_cost is not None:
             assert candidate.cost_per_hour <= request.max_hourly_cost + 1e-9

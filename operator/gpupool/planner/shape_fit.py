@@ -20,6 +20,7 @@ from gpupool.planner.memory import (
     tensor_parallel_refusal,
     vllm_batch_defaults,
 )
+from gpupool.planner.precision import WEIGHT_FORMATS, precision_check
 from gpupool.planner.request import (
     MAX_TENSOR_PARALLEL,
     MODEL_DOES_NOT_FIT,
@@ -156,16 +157,13 @@ class ShapeJudge:
 
 
 def _precision_refusal(spec: GpuSpec | None, request: DeploymentRequest) -> str | None:
-    """Why this GPU cannot run the model's precision, or None (catalog figures permitting)."""
-    try:
-        from gpupool.planner.precision import precision_check  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    if spec is None:
-        return None
+    """Why this GPU cannot run the model's precision, or None."""
     arch = request.architecture
-    dtype = request.dtype if request.dtype != "auto" else arch.dtype
-    fmt = request.quantization if request.quantization != "none" else (arch.native_format or dtype)
-    verdict = precision_check(spec, activation_dtype=dtype, weight_format=fmt, fp16_allowed=arch.fp16_allowed)
-    refusal: str | None = verdict.refusal
-    return refusal
+    stored = arch.native_format or ("fp8" if arch.dtype == "fp8" else arch.dtype)
+    weights = request.quantization if request.quantization != "none" else stored
+    if weights not in WEIGHT_FORMATS:
+        weights = "bfloat16"
+    verdict = precision_check(
+        spec, activation_dtype=request.dtype, weight_format=weights, fp16_allowed=arch.fp16_allowed
+    )
+    return verdict.refusal
