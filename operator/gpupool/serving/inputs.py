@@ -54,7 +54,7 @@ class Taint:
 
 @dataclass(frozen=True)
 class ServingInput:
-    """Everything needed to render one model's Deployment, Service and PodDisruptionBudget."""
+    """Everything needed to render one model's workload, Service and PodDisruptionBudget."""
 
     name: str
     namespace: str
@@ -83,6 +83,13 @@ class ServingInput:
     # Size of the weights on disk, GiB: drives the startup budget and /dev/shm.
     model_size_gib: float = 0.0
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Pipeline stages vLLM splits the layers into (`--pipeline-parallel-size`). A multi-node
+    # replica runs one stage per node, so there it equals `nodes_per_replica`.
+    pipeline_parallel_size: int = 1
+    # Nodes one replica spans, one pod each with `tensor_parallel_size` GPUs. Above 1 the
+    # replica is a LeaderWorkerSet group (a leader running the engine, workers joining it
+    # through Ray) instead of one pod of a Deployment.
+    nodes_per_replica: int = 1
 
 
 def serving_input_from_spec(
@@ -100,12 +107,15 @@ def serving_input_from_spec(
     pool_name: str,
     pool_taints: Sequence[PoolTaint] = (),
     labels: Mapping[str, str] | None = None,
+    pipeline_parallel_size: int = 1,
+    nodes_per_replica: int = 1,
 ) -> ServingInput:
     """Map a ModelDeployment's spec and the planner's shape onto a ServingInput.
 
-    The planner's answers (GPU types, GPUs per replica, tensor-parallel size, context length)
-    come as keyword arguments because the planner already folded the spec's overrides
-    (`gpu`, `engine.tensorParallelSize`, `engine.maxModelLen`) into them.
+    The planner's answers (GPU types, GPUs per replica, tensor-parallel size, context length,
+    and for a model no single instance holds the pipeline stages and nodes per replica) come
+    as keyword arguments because the planner already folded the spec's overrides (`gpu`,
+    `engine.tensorParallelSize`, `engine.maxModelLen`) into them.
     """
     engine = spec.engine
     hf_token, api_key, cache = spec.hf_token_secret_ref, spec.api_key_secret_ref, spec.model_cache
@@ -138,6 +148,8 @@ def serving_input_from_spec(
         model_cache_pvc=cache.pvc_name if cache else None,
         model_size_gib=model_size_gib,
         labels=dict(labels or {}),
+        pipeline_parallel_size=pipeline_parallel_size,
+        nodes_per_replica=nodes_per_replica,
     )
 
 

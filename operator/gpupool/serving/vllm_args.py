@@ -33,6 +33,8 @@ MANAGED_FLAGS: Mapping[str, str] = {
     "--served-model-name": "spec.servedName",
     "--tensor-parallel-size": "spec.engine.tensorParallelSize",
     "-tp": "spec.engine.tensorParallelSize",
+    "--pipeline-parallel-size": "the planner (it splits the layers into stages when no single node holds the model)",
+    "-pp": "the planner (it splits the layers into stages when no single node holds the model)",
     "--max-model-len": "spec.engine.maxModelLen",
     "--dtype": "spec.engine.dtype",
     "--quantization": "spec.engine.quantization",
@@ -41,6 +43,11 @@ MANAGED_FLAGS: Mapping[str, str] = {
     "--max-num-seqs": "spec.engine.maxNumSeqs",
     "--port": "the operator (the Service targets port 8000)",
     "--api-key": "spec.apiKeySecretRef",
+}
+
+#: Flags the operator owns only for a replica that spans nodes: elsewhere they are the user's.
+MULTI_NODE_MANAGED_FLAGS: Mapping[str, str] = {
+    "--distributed-executor-backend": "the operator (a replica that spans nodes runs vLLM's Ray executor)",
 }
 
 # The spec's quantization names that vLLM can apply at load time to an unquantized
@@ -70,6 +77,7 @@ def vllm_args(inp: ServingInput) -> list[str]:
         "--dtype",
         inp.dtype,
     ]
+    args += parallel_args(inp)
     method = _LOAD_TIME_QUANTIZATION.get(inp.quantization)
     if method is not None:
         args += ["--quantization", method]
@@ -84,14 +92,35 @@ def vllm_args(inp: ServingInput) -> list[str]:
     return args + list(inp.extra_args)
 
 
+def parallel_args(inp: ServingInput) -> list[str]:
+    """The pipeline stages when the layers are split, and Ray as the executor across nodes.
+
+    Empty for a replica that is tensor parallel on one node, so its command line is what it
+    always was. vLLM's default executor (multiprocessing) stays on one node; across nodes it
+    needs Ray, whose cluster the group's leader starts and its workers join
+    (leaderworkerset.py).
+    """
+    args: list[str] = []
+    if inp.pipeline_parallel_size > 1:
+        args += ["--pipeline-parallel-size", str(inp.pipeline_parallel_size)]
+    if inp.nodes_per_replica > 1:
+        _check_flags(inp.extra_args, MULTI_NODE_MANAGED_FLAGS)
+        args += ["--distributed-executor-backend", "ray"]
+    return args
+
+
 def check_extra_args(extra_args: tuple[str, ...] | list[str]) -> None:
     """Raise RenderError naming `spec.engine.extraArgs` and the flag if one is managed."""
+    _check_flags(extra_args, MANAGED_FLAGS)
+
+
+def _check_flags(extra_args: tuple[str, ...] | list[str], managed: Mapping[str, str]) -> None:
     for arg in extra_args:
         flag = _flag_name(arg)
-        if flag is not None and flag in MANAGED_FLAGS:
+        if flag is not None and flag in managed:
             raise RenderError(
                 "spec.engine.extraArgs",
-                f"{arg!r} sets {flag}, which the operator manages; set {MANAGED_FLAGS[flag]} instead",
+                f"{arg!r} sets {flag}, which the operator manages; set {managed[flag]} instead",
             )
 
 
