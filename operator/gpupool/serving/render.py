@@ -1,4 +1,4 @@
-"""Render one model's vLLM Deployment, Service and PodDisruptionBudget as plain dicts.
+"""Render one model's vLLM Deployment (or LeaderWorkerSet), Service and PodDisruptionBudget as plain dicts.
 
 The output is what the controller server-side-applies: deterministic (same input, same
 bytes), so a re-apply with nothing changed is a no-op, and nothing in the pod template
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpupool.serving.inputs import ServingInput
+from gpupool.serving.inputs import RenderError, ServingInput
+from gpupool.serving.leaderworkerset import leader_selector_labels, render_leader_worker_set
 from gpupool.serving.pod import (
     CONTAINER_NAME,
     GENERATION_ANNOTATION,
@@ -86,18 +87,37 @@ _PROVISION_AND_PULL_SECONDS = 1800
 
 
 def selector_string(inp: ServingInput) -> str:
-    """The pod selector in label-selector syntax, as the scale subresource's `status.selector` wants it."""
-    return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(inp).items()))
+    """The replicas' pods in label-selector syntax, as the scale subresource's `status.selector` wants it.
+
+    For a model whose replicas span nodes these are the groups' leaders: one pod per replica,
+    the one that serves, so an autoscaler counts and measures replicas, not nodes.
+    """
+    return ",".join(f"{key}={value}" for key, value in sorted(_replica_pods(inp).items()))
 
 
 def render_all(inp: ServingInput) -> list[dict[str, Any]]:
-    """Deployment, Service and PodDisruptionBudget, in the order to apply them."""
-    return [render_deployment(inp), render_service(inp), render_pdb(inp)]
+    """The workload, Service and PodDisruptionBudget, in the order to apply them.
+
+    The workload is a Deployment when a replica fits on one node, and a LeaderWorkerSet when it
+    spans several (`inp.nodes_per_replica > 1`), one group of pods per replica. The same
+    PodDisruptionBudget suits both: it selects every pod of the model, so a drain evicts one
+    pod at a time; evicting one pod of a group recreates the whole group, whose pods are then
+    not ready, and the budget holds the next eviction until they are. So groups go one at a
+    time, and with a single group the eviction is allowed, as for a single replica.
+    """
+    workload = render_leader_worker_set(inp) if inp.nodes_per_replica > 1 else render_deployment(inp)
+    return [workload, render_service(inp), render_pdb(inp)]
 
 
 def render_deployment(inp: ServingInput) -> dict[str, Any]:
     """The vLLM Deployment. Raises RenderError if the input cannot make a valid one."""
     validate(inp)
+    if inp.nodes_per_replica > 1:
+        raise RenderError(
+            "status.placement",
+            f"a replica over {inp.nodes_per_replica} nodes is a LeaderWorkerSet "
+            "(render_leader_worker_set), not a Deployment",
+        )
     pod_spec = _pod_spec(inp)
     return {
         "apiVersion": "apps/v1",
@@ -124,7 +144,7 @@ def render_deployment(inp: ServingInput) -> dict[str, Any]:
 
 
 def render_service(inp: ServingInput) -> dict[str, Any]:
-    """A ClusterIP Service with port `http` 8000 in front of the ready pods."""
+    """A ClusterIP Service with port `http` 8000 in front of the ready pods that serve."""
     validate(inp)
     return {
         "apiVersion": "v1",
@@ -132,7 +152,7 @@ def render_service(inp: ServingInput) -> dict[str, Any]:
         "metadata": _metadata(inp),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(inp),
+            "selector": _replica_pods(inp),
             "ports": [
                 {
                     "name": PORT_NAME,
@@ -167,6 +187,15 @@ def render_pdb(inp: ServingInput) -> dict[str, Any]:
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }
+
+
+def _replica_pods(inp: ServingInput) -> dict[str, str]:
+    """The labels of the pods that stand for the replicas, the ones that serve.
+
+    All of them when a replica is one pod; the groups' leaders when it spans nodes (only the
+    leader runs vLLM's server, the workers lend it their GPUs).
+    """
+    return leader_selector_labels(inp) if inp.nodes_per_replica > 1 else selector_labels(inp)
 
 
 def _pod_spec(inp: ServingInput) -> dict[str, Any]:
