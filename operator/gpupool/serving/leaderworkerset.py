@@ -64,9 +64,11 @@ _RAY_ENV = (("RAY_USAGE_STATS_ENABLED", "0"),)
 # then pulls its own ~10 GB image: 10 min on top of the single-node budget.
 _GROUP_JOIN_SECONDS = 600
 
-# vLLM's Ray executor refuses a shape that needs more GPUs than the Ray cluster has at that
-# moment, so the leader waits until every pod of the group has joined. No deadline of its own:
-# the startup probe bounds the wait, and a leader restart recreates the whole group.
+# vLLM's Ray executor gives up on a shape that needs more GPUs than the Ray cluster has (at
+# once in older releases, after PG_WAIT_TIMEOUT, 30 min, in newer ones: vllm/executor/
+# ray_utils.py), so the leader starts it only once every pod of the group has joined, as
+# vLLM's script does. No deadline of its own: the startup probe bounds the wait, and a leader
+# restart recreates the whole group.
 _GROUP_JOINED = (
     'import os, ray; ray.init(address="auto", logging_level="ERROR"); '
     'raise SystemExit(sum(n["Alive"] for n in ray.nodes()) < int(os.environ["LWS_GROUP_SIZE"]))'
