@@ -32,6 +32,7 @@ from gpupool.serving import (
 )
 from gpupool.serving.leaderworkerset import LEADER_SCRIPT, WORKER_SCRIPT
 from gpupool.serving.render import SPEC_HASH_ANNOTATION, spec_hash
+from tests.unit.test_serving_inputs import from_spec
 from tests.unit.test_serving_render import make_input
 
 
@@ -99,6 +100,17 @@ def test_render_all_returns_the_leader_worker_set_instead_of_the_deployment() ->
     ]
     single = [o["kind"] for o in render_all(make_input())]
     assert single == ["Deployment", "Service", "PodDisruptionBudget"]
+
+
+def test_the_planners_multi_node_shape_maps_from_the_spec_onto_a_leader_worker_set() -> None:
+    spec = {"model": "meta-llama/Llama-3.1-405B-Instruct", "replicas": 2}
+    plan = {"gpu_types": ["H100"], "gpus_per_replica": 16, "tensor_parallel_size": 8, "model_size_gib": 754.0}
+    inp = from_spec(spec, **plan, pipeline_parallel_size=2, nodes_per_replica=2)
+    assert (inp.pipeline_parallel_size, inp.nodes_per_replica) == (2, 2)
+    assert render_all(inp)[0]["kind"] == "LeaderWorkerSet"
+    # Without them, the shape is what it always was: one node, no pipeline stages.
+    single = from_spec({"model": "meta-llama/Llama-3.1-8B-Instruct"})
+    assert (single.pipeline_parallel_size, single.nodes_per_replica) == (1, 1)
 
 
 def test_each_renderer_refuses_the_other_shape() -> None:
