@@ -145,6 +145,9 @@ def test_gpu_memory_utilization_has_no_float_noise() -> None:
         ("--max_model_len", "--max-model-len"),
         ("--tensor-parallel-size", "--tensor-parallel-size"),
         ("-tp", "-tp"),
+        ("--pipeline-parallel-size=2", "--pipeline-parallel-size"),
+        ("--pipeline_parallel_size", "--pipeline-parallel-size"),
+        ("-pp", "-pp"),
         ("--dtype=half", "--dtype"),
         ("--quantization", "--quantization"),
         ("-q", "-q"),
@@ -518,6 +521,9 @@ def test_render_all_returns_deployment_service_pdb() -> None:
         ({"gpus_per_replica": 0}, "spec.gpu.count"),
         ({"tensor_parallel_size": 3, "gpus_per_replica": 4}, "spec.engine.tensorParallelSize"),
         ({"tensor_parallel_size": 0}, "spec.engine.tensorParallelSize"),
+        ({"pipeline_parallel_size": 0}, "status.placement"),
+        ({"tensor_parallel_size": 2, "gpus_per_replica": 2, "pipeline_parallel_size": 2}, "status.placement"),
+        ({"nodes_per_replica": 0}, "status.placement"),
         ({"max_model_len": 0}, "spec.engine.maxModelLen"),
         ({"gpu_memory_utilization": 1.5}, "spec.engine.gpuMemoryUtilization"),
         ({"max_num_seqs": 0}, "spec.engine.maxNumSeqs"),
@@ -537,9 +543,13 @@ def test_a_63_character_name_is_fine() -> None:
 
 
 def test_tensor_parallel_may_be_a_divisor_of_the_gpus() -> None:
-    # Pipeline parallelism (an extra arg) may use the rest; TP only has to divide the GPUs.
-    inp = make_input(tensor_parallel_size=2, gpus_per_replica=4, extra_args=("--pipeline-parallel-size", "2"))
+    # Pipeline parallelism may use the rest; TP only has to divide the GPUs.
+    inp = make_input(tensor_parallel_size=2, gpus_per_replica=4, pipeline_parallel_size=2)
     assert container(inp)["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    args = container(inp)["args"]
+    assert args[args.index("--pipeline-parallel-size") + 1] == "2"
+    # One node: vLLM's own multiprocessing executor, no Ray.
+    assert "--distributed-executor-backend" not in args
 
 
 def test_serving_input_is_immutable() -> None:

@@ -2,8 +2,9 @@
 
 The controller maps a ModelDeployment and the planner's shape onto a `ServingInput`
 (`serving_input_from_spec` does it from the API model, whose defaults are the only ones), calls
-`render_all`, and server-side-applies the dicts. No I/O here; the renderers see only the
-`ServingInput`, never the API models.
+`render_all`, and server-side-applies the dicts. A model whose replicas span nodes
+(`nodes_per_replica > 1`) gets a LeaderWorkerSet from `render_all` instead of the Deployment.
+No I/O here; the renderers see only the `ServingInput`, never the API models.
 """
 
 from gpupool.serving.inputs import (
@@ -14,6 +15,7 @@ from gpupool.serving.inputs import (
     Taint,
     serving_input_from_spec,
 )
+from gpupool.serving.leaderworkerset import leader_selector_labels, render_leader_worker_set
 from gpupool.serving.render import (
     render_all,
     render_deployment,
@@ -32,8 +34,10 @@ __all__ = [
     "SecretKeyRef",
     "ServingInput",
     "Taint",
+    "leader_selector_labels",
     "render_all",
     "render_deployment",
+    "render_leader_worker_set",
     "render_pdb",
     "render_service",
     "selector_labels",

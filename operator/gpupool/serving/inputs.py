@@ -55,7 +55,7 @@ class Taint:
 
 @dataclass(frozen=True)
 class ServingInput:
-    """Everything needed to render one model's Deployment, Service and PodDisruptionBudget."""
+    """Everything needed to render one model's workload, Service and PodDisruptionBudget."""
 
     name: str
     namespace: str
@@ -88,6 +88,13 @@ class ServingInput:
     # `--rope-scaling` as vLLM's JSON (rope_type, factor, original_max_position_embeddings).
     rope_scaling: Mapping[str, object] | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Pipeline stages vLLM splits the layers into (`--pipeline-parallel-size`). A multi-node
+    # replica runs one stage per node, so there it equals `nodes_per_replica`.
+    pipeline_parallel_size: int = 1
+    # Nodes one replica spans, one pod each with `tensor_parallel_size` GPUs. Above 1 the
+    # replica is a LeaderWorkerSet group (a leader running the engine, workers joining it
+    # through Ray) instead of one pod of a Deployment.
+    nodes_per_replica: int = 1
 
 
 def serving_input_from_spec(
@@ -105,12 +112,15 @@ def serving_input_from_spec(
     pool_name: str,
     pool_taints: Sequence[PoolTaint] = (),
     labels: Mapping[str, str] | None = None,
+    pipeline_parallel_size: int = 1,
+    nodes_per_replica: int = 1,
 ) -> ServingInput:
     """Map a ModelDeployment's spec and the planner's shape onto a ServingInput.
 
-    The planner's answers (GPU types, GPUs per replica, tensor-parallel size, context length)
-    come as keyword arguments because the planner already folded the spec's overrides
-    (`gpu`, `engine.tensorParallelSize`, `engine.maxModelLen`) into them.
+    The planner's answers (GPU types, GPUs per replica, tensor-parallel size, context length,
+    and for a model no single instance holds the pipeline stages and nodes per replica) come
+    as keyword arguments because the planner already folded the spec's overrides (`gpu`,
+    `engine.tensorParallelSize`, `engine.maxModelLen`) into them.
     """
     engine = spec.engine
     hf_token, api_key, cache = spec.hf_token_secret_ref, spec.api_key_secret_ref, spec.model_cache
@@ -145,6 +155,8 @@ def serving_input_from_spec(
         max_num_batched_tokens=engine.max_num_batched_tokens,
         rope_scaling=_rope_scaling(spec),
         labels=dict(labels or {}),
+        pipeline_parallel_size=pipeline_parallel_size,
+        nodes_per_replica=nodes_per_replica,
     )
 
 

@@ -34,6 +34,8 @@ MANAGED_FLAGS: Mapping[str, str] = {
     "--served-model-name": "spec.servedName",
     "--tensor-parallel-size": "spec.engine.tensorParallelSize",
     "-tp": "spec.engine.tensorParallelSize",
+    "--pipeline-parallel-size": "the planner (it splits the layers into stages when no single node holds the model)",
+    "-pp": "the planner (it splits the layers into stages when no single node holds the model)",
     "--max-model-len": "spec.engine.maxModelLen",
     "--dtype": "spec.engine.dtype",
     "--quantization": "spec.engine.quantization",
@@ -46,6 +48,11 @@ MANAGED_FLAGS: Mapping[str, str] = {
     "--api-key": "spec.apiKeySecretRef",
 }
 
+#: Flags the operator owns only for a replica that spans nodes: elsewhere they are the user's.
+MULTI_NODE_MANAGED_FLAGS: Mapping[str, str] = {
+    "--distributed-executor-backend": "the operator (a replica that spans nodes runs vLLM's Ray executor)",
+}
+
 # The spec's quantization names that vLLM can apply at load time to an unquantized
 # checkpoint. The other names (awq, gptq, int8, int4) describe how the checkpoint itself
 # was quantized: vLLM reads that from the checkpoint's `quantization_config` and picks the
@@ -53,7 +60,7 @@ MANAGED_FLAGS: Mapping[str, str] = {
 # INT8/INT4 llm-compressor checkpoints). Forcing `--quantization awq` would pin the slower
 # non-Marlin kernel, and vLLM has no `int8`/`int4` method names at all. The planner still
 # uses the spec value to size the weights.
-_LOAD_TIME_QUANTIZATION: Mapping[str, str] = {"fp8": "fp8"}
+_LOAD_TIME_QUANTIZATION: Mapping[str, str] = {"fp8": "fp8", "bitsandbytes": "bitsandbytes"}
 
 
 def vllm_args(inp: ServingInput) -> list[str]:
@@ -73,6 +80,7 @@ def vllm_args(inp: ServingInput) -> list[str]:
         "--dtype",
         inp.dtype,
     ]
+    args += parallel_args(inp)
     method = _LOAD_TIME_QUANTIZATION.get(inp.quantization)
     if method is not None:
         args += ["--quantization", method]
@@ -89,14 +97,35 @@ def vllm_args(inp: ServingInput) -> list[str]:
     return args + list(inp.extra_args)
 
 
+def parallel_args(inp: ServingInput) -> list[str]:
+    """The pipeline stages when the layers are split, and Ray as the executor across nodes.
+
+    Empty for a replica that is tensor parallel on one node, so its command line is what it
+    always was. vLLM's default executor (multiprocessing) stays on one node; across nodes it
+    needs Ray, whose cluster the group's leader starts and its workers join
+    (leaderworkerset.py).
+    """
+    args: list[str] = []
+    if inp.pipeline_parallel_size > 1:
+        args += ["--pipeline-parallel-size", str(inp.pipeline_parallel_size)]
+    if inp.nodes_per_replica > 1:
+        _check_flags(inp.extra_args, MULTI_NODE_MANAGED_FLAGS)
+        args += ["--distributed-executor-backend", "ray"]
+    return args
+
+
 def check_extra_args(extra_args: tuple[str, ...] | list[str]) -> None:
     """Raise RenderError naming `spec.engine.extraArgs` and the flag if one is managed."""
+    _check_flags(extra_args, MANAGED_FLAGS)
+
+
+def _check_flags(extra_args: tuple[str, ...] | list[str], managed: Mapping[str, str]) -> None:
     for arg in extra_args:
         flag = _flag_name(arg)
-        if flag is not None and flag in MANAGED_FLAGS:
+        if flag is not None and flag in managed:
             raise RenderError(
                 "spec.engine.extraArgs",
-                f"{arg!r} sets {flag}, which the operator manages; set {MANAGED_FLAGS[flag]} instead",
+                f"{arg!r} sets {flag}, which the operator manages; set {managed[flag]} instead",
             )
 
 
