@@ -115,9 +115,12 @@ class ModelHub:
         except ModelUnresolved as exc:
             outcome = ModelUnresolved(exc.reason, scrub(exc.message, token))
         except asyncio.CancelledError:
+            progress.abandoned = True
             self._inflight.pop(key, None)
             raise
         except Exception as exc:  # every failure becomes a status, never a crashed handler
+            # The worker thread cannot be cancelled: past the deadline it makes no further request.
+            progress.abandoned = True
             outcome = translate(
                 exc,
                 model_id=model_id,

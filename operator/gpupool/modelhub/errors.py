@@ -15,6 +15,7 @@ from huggingface_hub.errors import (
     DisabledRepoError,
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     OfflineModeIsEnabled,
     RemoteEntryNotFoundError,
     RepositoryNotFoundError,
@@ -86,6 +87,12 @@ def _translate(
             "Gated",
             f"model {model_id} is gated: accept its license at {page} and put a token with read "
             f"access in {_SECRET}; {retry}",
+        )
+    if isinstance(exc, HFValidationError):
+        return ModelUnresolved(
+            "NotFound",
+            f"spec.model {model_id!r} is not a Hub repo id ({exc}): give it as the Hub spells it, "
+            "org/name (e.g. meta-llama/Llama-3.1-8B-Instruct)",
         )
     if isinstance(exc, RevisionNotFoundError):
         return ModelUnresolved(

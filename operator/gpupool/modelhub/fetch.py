@@ -36,11 +36,21 @@ _SHARD_READERS = 8
 _OTHER_WEIGHTS = (".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack", ".onnx")
 
 
+class Abandoned(Exception):
+    """The caller stopped waiting (its deadline passed): the remaining requests are not made."""
+
+
 class Progress:
-    """Which file is being read, so an error can say which one failed."""
+    """Which file is being read, so an error can say which one failed; and whether to go on."""
 
     def __init__(self) -> None:
         self.file: str | None = None
+        self.abandoned = False
+
+    def reading(self, name: str | None) -> None:
+        if self.abandoned:
+            raise Abandoned(name or "model info")
+        self.file = name
 
 
 def fetch_model(
@@ -55,6 +65,7 @@ def fetch_model(
     """Read the model's metadata from the Hub; raises what huggingface_hub raises, or ModelUnresolved."""
     # token=False, not None: never fall back to a token the library finds in the environment.
     api = HfApi(endpoint=endpoint, token=token or False, library_name="gpupool", library_version=__version__)
+    progress.reading(None)
     info = api.model_info(model_id, revision=revision, expand=["sha", "siblings", "gated"], timeout=timeout)
     if not info.sha:
         raise ModelUnresolved("Malformed", f"model {model_id}: the Hub's model info names no commit")
@@ -62,7 +73,7 @@ def fetch_model(
     files = [sibling.rfilename for sibling in info.siblings or ()]
 
     def read_json(name: str) -> Any:
-        progress.file = name
+        progress.reading(name)
         response = get_session().get(
             hf_hub_url(model_id, name, revision=sha, endpoint=endpoint),
             headers=build_hf_headers(
@@ -119,6 +130,8 @@ def _read_headers(
     """Elements by dtype and total tensor bytes over every file's header."""
 
     def header(name: str) -> tuple[str, dict[str, int], int]:
+        if progress.abandoned:
+            raise Abandoned(name)
         try:
             meta = api.parse_safetensors_file_metadata(model_id, name, revision=sha, timeout=timeout)
         except Exception:
