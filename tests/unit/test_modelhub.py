@@ -9,11 +9,13 @@ for; requests are counted on the server's side.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import socket
-import sys
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 from huggingface_hub import get_hf_file_metadata, hf_hub_url
@@ -75,6 +77,15 @@ def resolver(hub: HubServer, clock: Clock) -> ModelHub:
         resolve_timeout_seconds=20,
         clock=clock,
     )
+
+
+def fixture_script() -> ModuleType:
+    """tests/fixtures/hub/make_headers.py, the script that writes the safetensors fixtures."""
+    spec = importlib.util.spec_from_file_location("make_headers", FIXTURES / "make_headers.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def closed_port_url() -> str:
@@ -170,11 +181,7 @@ def test_the_headers_are_the_real_files_size_to_the_byte(hub: HubServer) -> None
 
 
 def test_the_committed_fixtures_are_what_the_script_writes() -> None:
-    sys.path.insert(0, str(FIXTURES))
-    try:
-        import make_headers
-    finally:
-        sys.path.remove(str(FIXTURES))
+    make_headers = fixture_script()
     for path, content in make_headers.render().items():
         assert path.read_bytes() == content, f"{path} is stale: run tests/fixtures/hub/make_headers.py"
 
@@ -420,3 +427,23 @@ def test_resolve_model_sync_for_the_cli(default_at: HubServer) -> None:
     with pytest.raises(ModelUnresolved) as caught:
         resolve_model_sync(LLAMA, token=None)
     assert caught.value.reason == "Gated"
+
+
+async def test_a_header_longer_than_the_first_read_is_read_in_a_second_range(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """huggingface_hub reads 100 kB first; a checkpoint with thousands of tensors needs a second read."""
+    make_headers = fixture_script()
+    tensors = [(f"experts.{i}.weight", "BF16", (64, 32)) for i in range(3000)]
+    content, _ = make_headers.header_bytes(tensors)
+    assert len(content) > 100_000
+    repo = tmp_path / "big" / "moe"
+    repo.mkdir(parents=True)
+    (repo / "config.json").write_text('{"model_type": "test"}')
+    (repo / "model.safetensors").write_bytes(content)
+    (tmp_path / "repos.json").write_text('{"big/moe": {}}')
+    with run_hub_server(tmp_path) as local:
+        model = await ModelHub(endpoint=local.url, clock=clock).resolve("big/moe", token=None)
+        ranges = [r.range for r in local.requests if r.path.endswith(".safetensors")]
+    assert model.parameters_by_dtype == {"BF16": 3000 * 64 * 32}
+    assert ranges[0] == "bytes=0-100000" and len(ranges) == 2
