@@ -13,14 +13,16 @@ and docs/install.md lists them.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class OperatorSettings(BaseSettings):
     """The operator's settings; defaults suit a production cluster."""
 
-    model_config = SettingsConfigDict(env_prefix="GPUPOOL_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="GPUPOOL_", frozen=True, extra="ignore", populate_by_name=True
+    )
 
     # --- identity --------------------------------------------------------------------
     # Tags every cloud instance, so the garbage collector knows which are this cluster's.
@@ -70,3 +72,24 @@ class OperatorSettings(BaseSettings):
     lease_duration_seconds: float = Field(default=15.0, gt=0)
     renew_deadline_seconds: float = Field(default=10.0, gt=0)
     lease_retry_seconds: float = Field(default=2.0, gt=0)
+
+    # --- Hugging Face Hub (a model's config.json and safetensors headers: modelhub.py) -------
+    # The Hub asked; a mirror or a test server can stand in. HF_ENDPOINT, the variable
+    # huggingface_hub itself reads, is honoured when GPUPOOL_HF_ENDPOINT is not set.
+    hf_endpoint: str = Field(
+        default="https://huggingface.co",
+        min_length=1,
+        validation_alias=AliasChoices("GPUPOOL_HF_ENDPOINT", "HF_ENDPOINT", "hf_endpoint"),
+    )
+    # A resolved model is asked of the Hub again after this long (a new commit on its branch
+    # shows then); a pinned revision never changes, so this is only the memory's bound.
+    hub_cache_seconds: float = Field(default=3600.0, gt=0)
+    # A model that could not be resolved is asked again only after this long, so a broken spec
+    # costs one round of Hub calls a minute, never a hot loop.
+    hub_failure_cache_seconds: float = Field(default=60.0, gt=0)
+    # Each HTTP request to the Hub gives up after this long...
+    hub_request_timeout_seconds: float = Field(default=10.0, gt=0)
+    # ...and a whole resolution (model info, config files, every shard's header) after this long.
+    hub_resolve_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Resolutions kept at once (successes and failures; the least recently used go first).
+    hub_cache_entries: int = Field(default=512, gt=0)
