@@ -32,7 +32,9 @@ start_bg() { # name, command...
 start_bg simcloud "$VENV/bin/simcloud" --port 8788 --db "$RUN/simcloud.sqlite" \
   --kubeconfig "$KUBECONFIG" --boot-delay "${SIMCLOUD_BOOT_DELAY:-3}"
 for _ in $(seq 1 50); do curl -sf http://127.0.0.1:8788/healthz >/dev/null && break; sleep 0.2; done
-start_bg operator env GPUPOOL_CLUSTER_NAME=demo "$VENV/bin/gpupool" run --liveness-port 0
+# The demo machine may have no internet: models come from the built-in table (GPUPOOL_HF_ENDPOINT=off);
+# with a Hub reachable, leave it out and any Hugging Face model resolves (a gated one needs a token).
+start_bg operator env GPUPOOL_CLUSTER_NAME=demo GPUPOOL_HF_ENDPOINT=off "$VENV/bin/gpupool" run --liveness-port 0
 
 kubectl apply -f examples/00-namespace.yaml -f examples/10-provider-sim.yaml \
   -f examples/20-pool-default.yaml -f examples/30-llama-3.1-8b.yaml

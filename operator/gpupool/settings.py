@@ -75,7 +75,8 @@ class OperatorSettings(BaseSettings):
 
     # --- Hugging Face Hub (a model's config.json and safetensors headers: modelhub.py) -------
     # The Hub asked; a mirror or a test server can stand in. HF_ENDPOINT, the variable
-    # huggingface_hub itself reads, is honoured when GPUPOOL_HF_ENDPOINT is not set.
+    # huggingface_hub itself reads, is honoured when GPUPOOL_HF_ENDPOINT is not set; "off" asks no
+    # Hub at all (air-gapped clusters): models then come from the built-in table or spec.architecture.
     hf_endpoint: str = Field(
         default="https://huggingface.co",
         min_length=1,

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import ROOT, wait_for
+from tests.hubserver import HubServer, run_hub_server
 
 GROUP, VERSION = "gpupool.dev", "v1alpha1"
 
@@ -108,7 +109,9 @@ class SimCloud:
 class OperatorProcess:
     """`gpupool run` as a child process, with its log kept for the test report."""
 
-    def __init__(self, tmp: Path, kubeconfig: str, cluster_name: str) -> None:
+    def __init__(
+        self, tmp: Path, kubeconfig: str, cluster_name: str, extra_env: Mapping[str, str] | None = None
+    ) -> None:
         self.cluster_name = cluster_name
         self.log_path = tmp / "operator.log"
         self.metrics_port = free_port()
@@ -120,6 +123,7 @@ class OperatorProcess:
             "GPUPOOL_PROVIDER_LIVENESS_SECONDS": "2",
             "GPUPOOL_GC_INTERVAL_SECONDS": "5",
             "GPUPOOL_GC_GRACE_SECONDS": "5",
+            **(extra_env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -186,8 +190,23 @@ def start_simcloud(work_dir: Path, kubeconfig: str) -> Iterator[Callable[..., Si
 
 
 @pytest.fixture(scope="session")
-def operator(work_dir: Path, kubeconfig: str, crds_installed: list[str]) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(work_dir, kubeconfig, cluster_name=f"test-{uuid.uuid4().hex[:6]}")
+def model_hub() -> Iterator[HubServer]:
+    """The local Hugging Face Hub the operator asks (tests/hubserver.py): models outside the
+    built-in table resolve there; the table's own models are not on it and fall back to the table."""
+    with run_hub_server() as hub:
+        yield hub
+
+
+@pytest.fixture(scope="session")
+def operator(
+    work_dir: Path, kubeconfig: str, crds_installed: list[str], model_hub: HubServer
+) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(
+        work_dir,
+        kubeconfig,
+        cluster_name=f"test-{uuid.uuid4().hex[:6]}",
+        extra_env={"GPUPOOL_HF_ENDPOINT": model_hub.url, "GPUPOOL_HUB_FAILURE_CACHE_SECONDS": "2"},
+    )
     yield proc
     proc.stop()
 
@@ -244,6 +263,11 @@ class Gpupool:
                 "metadata": {"name": name, "namespace": self.namespace}, "spec": spec}  # fmt: skip
         self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, "modeldeployments", body)
         return name
+
+    def patch_model(self, name: str, patch: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "modeldeployments", name, patch
+        )
 
     def get(self, plural: str, name: str) -> dict[str, Any]:
         if plural == "modeldeployments":

@@ -42,6 +42,7 @@ from gpupool.controllers.pool.pending import MODEL_LABEL, pod_pool
 from gpupool.controllers.provider.controller import ProviderController
 from gpupool.controllers.provider.refresh import client_for
 from gpupool.controllers.state import OperatorState
+from gpupool.modelhub import ModelHub
 from gpupool.planner.resources import Resources
 from gpupool.providers.errors import ProviderError
 from gpupool.settings import OperatorSettings
@@ -82,7 +83,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # The CRDs come with the chart: no need to watch CRDs, so no RBAC to read them.
     settings.scanning.disabled = True
     if "state" not in memo:
-        memo.state = OperatorState(kube=Kube(), settings=OperatorSettings())
+        operator_settings = OperatorSettings()
+        hub = None if operator_settings.hf_endpoint == "off" else ModelHub.from_settings(operator_settings)
+        memo.state = OperatorState(kube=Kube(), settings=operator_settings, hub=hub)
 
 
 @kopf.on.cleanup()

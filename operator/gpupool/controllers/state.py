@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from gpupool.catalog import CapacityType, Offer, Unavailable
 from gpupool.controllers.kube import Kube
 from gpupool.controllers.loop import Wakeups
+from gpupool.modelhub import ModelHub
 from gpupool.providers.base import CloudProvider, Instance
 from gpupool.settings import OperatorSettings
 
@@ -64,6 +65,8 @@ class OperatorState:
     # buy. Written by the pool's loop after each batch (and dropped with it), read by the
     # ModelDeployment's, which says so in its own conditions.
     unplaced_models: dict[str, dict[tuple[str, str], str]] = field(default_factory=dict)
+    # Resolves models on the Hugging Face Hub (None: GPUPOOL_HF_ENDPOINT=off, table only).
+    hub: ModelHub | None = None
 
     @property
     def cluster_name(self) -> str:

@@ -29,6 +29,7 @@ from gpupool import metrics
 from gpupool.api import GpuPoolSpec, ModelDeploymentSpec
 from gpupool.catalog import Offer
 from gpupool.controllers.modeldeployment.decide import ModelView, PodPlacement, decide
+from gpupool.controllers.modeldeployment.model_source import model_source
 from gpupool.controllers.state import OperatorState
 from gpupool.controllers.writes import StatusWriter
 from gpupool.serving import ServingInput, render_all
@@ -112,6 +113,7 @@ class ModelDeploymentController:
             return state.offers(providers)
 
         deployment = managed.get("Deployment")
+        source = await model_source(state.hub, state.kube, self.namespace, spec)
         view = ModelView(
             name=self.name,
             namespace=self.namespace,
@@ -130,6 +132,8 @@ class ModelDeploymentController:
             replan_after=state.settings.replan_after_seconds,
             unplaced=state.unplaced_models.get(spec.pool, {}).get(self.key),
             render=self._render,
+            source=source,
+            retry_unresolved_after=state.settings.hub_failure_cache_seconds,
         )
         with metrics.reconcile_timer("modeldeployment"):
             decision = decide(view)

@@ -15,6 +15,7 @@ from typing import Any
 from gpupool.api import GpuPoolSpec, ModelDeploymentSpec
 from gpupool.catalog import Offer, Unavailable
 from gpupool.controllers.conditions import parse_stamp, put_condition
+from gpupool.controllers.modeldeployment.model_source import ModelSource
 from gpupool.controllers.modeldeployment.plan import (
     KeptPlacement,
     gpus_to_exclude,
@@ -60,6 +61,10 @@ class ModelView:
     unplaced: str | None = None
     # The renderer (the controller passes one that remembers its last rendering).
     render: Callable[[ServingInput], list[dict[str, Any]]] = render_all
+    # The model's architecture as the Hub described it, or why it could not.
+    source: ModelSource = field(default_factory=ModelSource)
+    # How soon an unresolved model is asked about again (the Hub client's failure cache).
+    retry_unresolved_after: float = 60.0
 
 
 @dataclass
@@ -112,8 +117,15 @@ def decide(view: ModelView) -> Decision:
             f"spec.pool: GpuPool {pool_name!r} does not exist; create it or name another pool",
         )  # fmt: skip
         return decision
+    if view.source.unresolved is not None:
+        why, message = view.source.unresolved
+        if not _already_says(view.status, "ModelUnresolved", message):
+            outcome.warn("ModelUnresolved", f"{why}: {message}")
+        _not_ready(outcome, generation, "ModelUnresolved", message)
+        outcome.requeue_in(view.retry_unresolved_after)
+        return decision
     try:
-        request = request_from_spec(spec)
+        request = request_from_spec(spec, architecture=view.source.architecture)
     except UnknownModel as error:
         _not_ready(
             outcome, generation, "UnknownModel", f"spec.model: {error}; describe it in spec.architecture"
@@ -259,6 +271,13 @@ def _report(
         put_condition(
             status, "Ready", False, "WaitingForReplicas", f"{ready}/{replicas} replicas ready", generation
         )
+
+
+def _already_says(status: Mapping[str, Any], reason: str, message: str) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("reason") == reason and c.get("message") == message
+        for c in status.get("conditions") or []
+    )
 
 
 def _not_ready(outcome: Outcome, generation: int, reason: str, message: str) -> None:
