@@ -28,7 +28,7 @@ from gpupool import metrics
 from gpupool.api import GpuNodeClaim, GpuPoolSpec
 from gpupool.api.deployment import DEFAULT_POOL
 from gpupool.controllers import indexes  # importing it registers the indexes with kopf
-from gpupool.controllers.kube import FINALIZER, GROUP, VERSION, Kube
+from gpupool.controllers.kube import FINALIZER, GROUP, VERSION
 from gpupool.controllers.loop import reconcile_forever
 from gpupool.controllers.modeldeployment.controller import (
     ManagedObject,
@@ -42,7 +42,6 @@ from gpupool.controllers.pool.pending import MODEL_LABEL, pod_pool
 from gpupool.controllers.provider.controller import ProviderController
 from gpupool.controllers.provider.refresh import client_for
 from gpupool.controllers.state import OperatorState
-from gpupool.modelhub import ModelHub
 from gpupool.planner.resources import Resources
 from gpupool.providers.errors import ProviderError
 from gpupool.settings import OperatorSettings
@@ -83,9 +82,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # The CRDs come with the chart: no need to watch CRDs, so no RBAC to read them.
     settings.scanning.disabled = True
     if "state" not in memo:
-        operator_settings = OperatorSettings()
-        hub = None if operator_settings.hf_endpoint == "off" else ModelHub.from_settings(operator_settings)
-        memo.state = OperatorState(kube=Kube(), settings=operator_settings, hub=hub)
+        memo.state = OperatorState.create(OperatorSettings())
 
 
 @kopf.on.cleanup()

@@ -45,13 +45,12 @@ async def _operate(*, namespace: list[str] | None, liveness_port: int) -> int:
     import kopf
 
     from gpupool.controllers import handlers  # noqa: F401  (registers the handlers)
-    from gpupool.controllers.kube import Kube
     from gpupool.controllers.leader import LeaderElector
     from gpupool.controllers.state import OperatorState
     from gpupool.settings import OperatorSettings
 
     settings = OperatorSettings()
-    state = OperatorState(kube=Kube(), settings=settings)
+    state = OperatorState.create(settings)
     memo = kopf.Memo(state=state)
     liveness = f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None
     elector = LeaderElector(state.kube.client, settings, identity()) if settings.leader_elect else None

@@ -68,6 +68,12 @@ class OperatorState:
     # Resolves models on the Hugging Face Hub (None: GPUPOOL_HF_ENDPOINT=off, table only).
     hub: ModelHub | None = None
 
+    @classmethod
+    def create(cls, settings: OperatorSettings) -> OperatorState:
+        """The state of a starting operator: its clients, and the Hub resolver unless it is off."""
+        hub = None if settings.hf_endpoint == "off" else ModelHub.from_settings(settings)
+        return cls(kube=Kube(), settings=settings, hub=hub)
+
     @property
     def cluster_name(self) -> str:
         return self.settings.cluster_name
