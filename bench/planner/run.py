@@ -4,8 +4,8 @@ Run: .venv/bin/python bench/planner/run.py [--quick]
 
 Figures printed:
 - catalog load and index build (once per catalog refresh);
-- decision time for one ModelDeployment over the whole shipped catalog, cold (first plan of a
-  request against an index) and warm (the same request again, as on every reconcile), per model;
+- decision time for one ModelDeployment over the whole shipped catalog, cold (the memory
+  arithmetic of every shape computed anew) and warm (the same request again), per model;
 - packing throughput in pods per second for 1,000 and 10,000 pending pods over all offer types;
 - the packing heuristic's gap to the exact optimum on random small batches, and to a lower bound
   (every GPU at the cheapest price per GPU-hour) on large ones;
@@ -39,6 +39,7 @@ from gpupool.planner import (
     plan_deployment,
     request_from_spec,
 )
+from gpupool.planner.memory import rank_load
 from gpupool.planner.packing import greedy_cost, optimal_cost
 from gpupool.planner.resources import Resources
 from gpupool.planner.scheduling import ANY_NODE, PodConstraints, Requirement
@@ -53,6 +54,8 @@ MODELS = [
     {"model": "Qwen/Qwen3-30B-A3B", "objective": "costPerToken"},
     {"model": "deepseek-ai/DeepSeek-V3"},
     {"model": "meta-llama/Llama-3.1-70B-Instruct", "objective": "costPerToken", "replicas": 3},
+    {"model": "google/gemma-3-27b-it", "engine": {"maxModelLen": 32768}},
+    {"model": "meta-llama/Llama-3.1-8B-Instruct", "serving": {"targetConcurrency": 64}},
 ]
 
 
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         request = request_from_spec(ModelDeploymentSpec.from_k8s(spec))
 
         def cold(request: object = request) -> None:
-            index.contexts.clear()
+            # Cold: the memory arithmetic of every (tp, pp) shape computed again.
+            rank_load.cache_clear()
             plan_deployment(request, index)  # type: ignore[arg-type]
 
         cold_samples = timed(cold, repeat)

@@ -199,7 +199,10 @@ def _candidate_row(mark: str, candidate: Candidate) -> list[str]:
         (offer.region or "-") if offer else "-",
         candidate.shape.gpu,
         str(offer.gpu_count) if offer else "-",
-        str(candidate.shape.tensor_parallel_size),
+        str(candidate.shape.tensor_parallel_size)
+        + (
+            f"x{candidate.shape.pipeline_parallel_size}" if candidate.shape.pipeline_parallel_size > 1 else ""
+        ),
         candidate.capacity_type or "-",
         _money(candidate.cost_per_hour if candidate.cost_per_hour is not None else candidate.price_per_hour),
         tps,
@@ -242,7 +245,13 @@ def format_plan(plan: Plan, *, rows: int = 10) -> str:
         offer = choice.offer
         out.append(
             f"Chosen: {plan.replicas} x {choice.shape.gpus_per_replica} x {choice.shape.gpu} "
-            f"(tensor parallel {choice.shape.tensor_parallel_size}) on {offer.provider} {offer.instance_type} "
+            f"(tensor parallel {choice.shape.tensor_parallel_size}"
+            + (
+                f" x pipeline parallel {choice.shape.pipeline_parallel_size}, one node each"
+                if choice.shape.pipeline_parallel_size > 1
+                else ""
+            )
+            + f") on {offer.provider} {offer.instance_type} "
             f"in {offer.region or '-'}{'/' + offer.zone if offer.zone else ''}, {choice.capacity_type}: "
             f"{choice.instances} instance(s) x {_money(choice.price_per_hour)}/h = {_money(choice.cost_per_hour)}/h"
             + (

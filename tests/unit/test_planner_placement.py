@@ -362,3 +362,29 @@ def test_plans_from_lists_follow_changed_offers() -> None:
     assert cheaper.choice.offer.provider == "a" and cheaper.choice.cost_per_hour == pytest.approx(4.0)
     again = plan_deployment(request(LLAMA_70B), list(CATALOG))
     assert again.to_dict() == first.to_dict()
+
+
+def test_a_model_no_node_holds_spans_nodes_joined_by_infiniband_only() -> None:
+    eight = {"instance_type": "h100x8"}
+    catalog = [
+        dataclasses.replace(offer("ib", "H100", 8, 80, 24.0, **eight), network="infiniband"),
+        offer("eth", "H100", 8, 80, 16.0, **eight),  # cheaper, but Ethernet only
+    ]
+    plan = plan_deployment(request("meta-llama/Llama-3.1-405B-Instruct"), catalog)
+    assert plan.choice is not None and plan.choice.offer is not None
+    # 811 GB of bf16 weights: tensor parallel 8 within a node x pipeline parallel 2 across two.
+    shape = plan.choice.shape
+    assert (shape.tensor_parallel_size, shape.pipeline_parallel_size, shape.gpus_per_replica) == (8, 2, 16)
+    assert plan.choice.offer.provider == "ib" and plan.choice.instances == 2
+    assert plan.choice.cost_per_hour == pytest.approx(48.0)
+    assert "pp 2 over 2 nodes" in plan.message
+    refused = next(c for c in plan.alternatives if c.provider == "eth")
+    assert "InfiniBand/EFA" in (refused.reason or "")
+    two = plan_deployment(request("meta-llama/Llama-3.1-405B-Instruct", replicas=2), catalog)
+    assert two.choice is not None and two.choice.instances == 4  # both nodes of each group bought
+    # A model one node holds is never split across nodes.
+    single = plan_deployment(request(LLAMA_70B), catalog)
+    assert single.choice is not None and single.choice.shape.pipeline_parallel_size == 1
+    # Pinned to one node by the spec, it does not fit.
+    pinned = plan_deployment(request("meta-llama/Llama-3.1-405B-Instruct", gpu={"count": 8}), catalog)
+    assert pinned.reason == MODEL_DOES_NOT_FIT

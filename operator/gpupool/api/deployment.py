@@ -233,6 +233,16 @@ class Placement(WireModel):
     tensor_parallel_size: int | None = Field(
         default=None, ge=1, le=64, strict=True, description="Tensor-parallel size vLLM runs with."
     )
+    pipeline_parallel_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        strict=True,
+        description="Pipeline stages, one node each, when a replica spans nodes.",
+    )
+    nodes_per_replica: int | None = Field(
+        default=None, ge=1, le=64, strict=True, description="Instances one replica spans (1 when left out)."
+    )
     provider: str | None = Field(default=None, max_length=253, description="GpuProvider of the chosen offer.")
     region: str | None = Field(default=None, max_length=64, description="Region of the chosen offer.")
     instance_type: str | None = Field(

@@ -32,6 +32,12 @@ class Shape:
     gpu_memory_gib: float
     gpus_per_replica: int
     tensor_parallel_size: int
+    # Pipeline stages, one node each: a replica of more than one spans that many instances.
+    pipeline_parallel_size: int = 1
+
+    @property
+    def nodes_per_replica(self) -> int:
+        return self.pipeline_parallel_size
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +45,8 @@ class Shape:
             "gpuMemoryGiB": self.gpu_memory_gib,
             "gpusPerReplica": self.gpus_per_replica,
             "tensorParallelSize": self.tensor_parallel_size,
+            "pipelineParallelSize": self.pipeline_parallel_size,
+            "nodesPerReplica": self.nodes_per_replica,
         }
 
 

@@ -87,8 +87,13 @@ def _evaluate_group(
     regions = pool.regions
     usable: Offer | None = None
     blocked: Offer | None = None
+    slow: Offer | None = None
     for offer in offers:
         if regions and offer.region not in regions:
+            continue
+        if verdict.multi_node and not offer.fast_network:
+            # Pipeline stages exchange activations every step: only InfiniBand/EFA/RDMA will do.
+            slow = slow or offer
             continue
         if unavailable.until and _is_unavailable(unavailable, offer, capacity, now):
             blocked = blocked or offer
@@ -97,7 +102,19 @@ def _evaluate_group(
         break
     shown = usable or blocked
     if shown is None:
-        return None
+        if slow is None:
+            return None
+        price = slow.price(capacity)
+        assert price is not None
+        tp, memory, _ = verdict.fitting[0]
+        nodes = memory.pipeline_parallel_size
+        row: _Row = (nodes * price, None, tp, memory, None, nodes, group, capacity, slow, price)
+        return _candidate_from_row(
+            row,
+            MODEL_DOES_NOT_FIT,
+            f"needs {nodes} nodes of {group.gpu_count} x {group.gpu} joined by InfiniBand/EFA; "
+            f"{slow.instance_type or slow.provider} has no such network",
+        )
     price = shown.price(capacity)
     assert price is not None
 
@@ -109,7 +126,10 @@ def _evaluate_group(
     reason: str | None = None
     first: tuple[int, MemoryEstimate, ThroughputEstimate | None, int, float, str | None] | None = None
     for tp, memory, throughput in verdict.fitting:
-        instances = -(-request.replicas // (group.gpu_count // tp))
+        if memory.pipeline_parallel_size > 1:
+            instances = request.replicas * memory.pipeline_parallel_size
+        else:
+            instances = -(-request.replicas // (group.gpu_count // tp))
         cost = instances * price
         over = _over_limits(request, pool, instances, instances * group.gpu_count, cost)
         if first is None:
@@ -127,7 +147,7 @@ def _evaluate_group(
     per_token = (
         cost_per_million_tokens(cost, throughput.tokens_per_second * request.replicas) if throughput else None
     )
-    row: _Row = (cost, per_token, tp, memory, throughput, instances, group, capacity, shown, price)
+    row = (cost, per_token, tp, memory, throughput, instances, group, capacity, shown, price)
     if refusal is None:
         return row
     return _candidate_from_row(row, refusal, reason)
@@ -174,13 +194,14 @@ class _ShapeRefusal:
 
 def _candidate_from_row(row: _Row, refusal: str | None = None, detail: str | None = None) -> Candidate:
     cost, per_token, tp, memory, throughput, instances, group, capacity, offer, price = row
+    pp = memory.pipeline_parallel_size
     return Candidate(
-        shape=Shape(group.gpu, group.gpu_memory_gib, tp, tp),
+        shape=Shape(group.gpu, group.gpu_memory_gib, tp * pp, tp, pp),
         offer=offer,
         capacity_type=capacity,
         price_per_hour=price,
         instances=instances,
-        replicas_per_instance=group.gpu_count // tp,
+        replicas_per_instance=group.gpu_count // tp if pp == 1 else 1,
         cost_per_hour=cost,
         throughput=throughput,
         cost_per_million_tokens=per_token,
@@ -338,7 +359,13 @@ def plan_deployment(
         rest = [f"{len(rows) - 1} other feasible options"] if len(rows) > 1 else []
         message = (
             f"{request.replicas} x {choice.shape.gpus_per_replica} x {choice.shape.gpu} "
-            f"(tp {choice.shape.tensor_parallel_size}) on {choice.provider} {choice.offer.instance_type if choice.offer else ''} "
+            f"(tp {choice.shape.tensor_parallel_size}"
+            + (
+                f" x pp {choice.shape.pipeline_parallel_size} over {choice.shape.nodes_per_replica} nodes"
+                if choice.shape.pipeline_parallel_size > 1
+                else ""
+            )
+            + f") on {choice.provider} {choice.offer.instance_type if choice.offer else ''} "
             f"{choice.capacity_type}: ${choice.cost_per_hour:.2f}/h"
             + (f"; {', '.join(rest)}" if rest else "")
         )

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from gpupool.catalog.gpus import GpuSpec, spec_for
 from gpupool.planner.memory import (
+    GIB,
     MemoryEstimate,
+    RankLoad,
     Workload,
     fit,
     rank_load,
@@ -31,6 +33,8 @@ from gpupool.planner.request import (
 from gpupool.planner.throughput import ThroughputEstimate, estimate_throughput
 
 Option = tuple[int, MemoryEstimate, ThroughputEstimate | None]
+#: Most instances one replica may span (pipeline stages across nodes).
+MAX_NODES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,8 @@ class ShapeVerdict:
     reason: str = ""
     tp: int = 1
     memory: MemoryEstimate | None = None
+    # The fitting option spans several instances (pipeline stages): only fast-network offers.
+    multi_node: bool = False
 
 
 def reported_memory_gib(gpu: str, listed_gib: float) -> float:
@@ -57,8 +63,24 @@ def reported_memory_gib(gpu: str, listed_gib: float) -> float:
     return float(reported)
 
 
+@dataclass(frozen=True, slots=True)
+class _Need:
+    """One accepted tensor-parallel size under one workload: its load and the bytes a GPU must
+    give it inside the budget (`inside`) and outside (`outside`) to fit."""
+
+    tp: int
+    load: RankLoad
+    inside: float
+    outside: float
+
+
 class ShapeJudge:
-    """Judges shapes for one request; lives for one plan."""
+    """Judges shapes for one request; lives for one plan.
+
+    What a GPU must hold at each tensor-parallel size does not depend on its size, only on the
+    workload vLLM's defaults give it (two kinds of GPU), so it is computed once per plan and a
+    shape is judged by comparing its memory against that list.
+    """
 
     def __init__(self, request: DeploymentRequest) -> None:
         self.request = request
@@ -68,10 +90,17 @@ class ShapeJudge:
             for tp in range(1, MAX_TENSOR_PARALLEL + 1)
             if tensor_parallel_refusal(request.architecture, tp) is None
         )
+        self._needs: dict[tuple[int, int], tuple[Workload, tuple[_Need, ...]]] = {}
+        self._precision: dict[str, str | None] = {}
+        # Beyond the GPU's precision the arithmetic sees only its memory and count.
+        self._by_size: dict[tuple[float, int, tuple[int, int]], ShapeVerdict] = {}
 
     def workload(self, gpu: str, memory_gib: float) -> Workload:
+        return self._workload(vllm_batch_defaults(gpu, memory_gib))
+
+    def _workload(self, defaults: tuple[int, int]) -> Workload:
         r = self.request
-        batched, seqs = vllm_batch_defaults(gpu, memory_gib)
+        batched, seqs = defaults
         inputs, outputs = r.request_tokens
         return Workload(
             max_model_len=self.max_model_len,
@@ -85,6 +114,23 @@ class ShapeJudge:
             quantization=r.quantization,
             kv_cache_dtype=r.kv_cache_dtype,
         )
+
+    def _needs_for(self, defaults: tuple[int, int]) -> tuple[Workload, tuple[_Need, ...]]:
+        found = self._needs.get(defaults)
+        if found is None:
+            workload = self._workload(defaults)
+            needs = []
+            for tp in self.accepted:
+                load = rank_load(self.request.architecture, workload, tp)
+                blocks = max(
+                    load.blocks_at_max_len,
+                    math.ceil(workload.target_concurrency * load.blocks_at_average),
+                )
+                inside = load.fixed_bytes + blocks * load.layout.bytes_per_block
+                needs.append(_Need(tp, load, inside, load.outside_bytes))
+            found = (workload, tuple(needs))
+            self._needs[defaults] = found
+        return found
 
     def memory_for(self, gpu: str, listed_gib: float, tp: int, pp: int = 1) -> MemoryEstimate:
         memory = reported_memory_gib(gpu, listed_gib)
@@ -112,7 +158,9 @@ class ShapeJudge:
         spec = spec_for(gpu)
         if spec is not None and not spec.vllm_supported:
             return ShapeVerdict((), UNSUPPORTED_GPU, f"the vLLM CUDA image does not run on {gpu}")
-        precision = _precision_refusal(spec, request)
+        if gpu not in self._precision:
+            self._precision[gpu] = _precision_refusal(spec, request)
+        precision = self._precision[gpu]
         if precision is not None:
             return ShapeVerdict((), UNSUPPORTED_GPU, precision)
         if request.min_gpu_memory_gib is not None and listed_gib < request.min_gpu_memory_gib:
@@ -121,29 +169,51 @@ class ShapeJudge:
                 MODEL_DOES_NOT_FIT,
                 f"{listed_gib:g} GiB per GPU < gpu.minMemoryGiB {request.min_gpu_memory_gib:g}",
             )
+        memory = reported_memory_gib(gpu, listed_gib)
+        defaults = vllm_batch_defaults(gpu, memory)
+        key = (memory, gpu_count, defaults)
+        verdict = self._by_size.get(key)
+        if verdict is None or request.objective == "costPerToken":
+            # Per token, throughput depends on the GPU's bandwidth: judged for each GPU.
+            verdict = self._judge_size(gpu, memory, gpu_count, defaults)
+            self._by_size[key] = verdict
+        return verdict
+
+    def _judge_size(self, gpu: str, memory: float, gpu_count: int, defaults: tuple[int, int]) -> ShapeVerdict:
+        request = self.request
         tps = self.tp_choices(gpu_count)
         if isinstance(tps, str):
             return ShapeVerdict(
                 (), MODEL_DOES_NOT_FIT, tps, request.tensor_parallel_size or request.gpu_count or 1
             )
-        accepted = [tp for tp in tps if tp in self.accepted]
+        accepted = set(tps).intersection(self.accepted)
         if not accepted:
             reason = tensor_parallel_refusal(request.architecture, tps[-1]) or ""
             return ShapeVerdict((), TENSOR_PARALLEL, reason, tps[-1])
+        workload, needs = self._needs_for(defaults)
+        budget = memory * workload.gpu_memory_utilization * GIB
+        headroom = memory * GIB - budget
         per_token = request.objective == "costPerToken"
+        seqs_ok = workload.target_concurrency <= workload.max_num_seqs
         fitting: list[Option] = []
-        largest: MemoryEstimate | None = None
-        for tp in accepted:
-            memory = self.memory_for(gpu, listed_gib, tp)
-            largest = memory
-            if memory.fits:
-                fitting.append((tp, memory, self.throughput_for(gpu, memory) if per_token else None))
+        largest: _Need | None = None
+        for need in needs:
+            if need.tp not in accepted:
+                continue
+            largest = need
+            if seqs_ok and need.inside <= budget and need.outside <= headroom:
+                estimate = fit(need.load, workload, memory)
+                fitting.append((need.tp, estimate, self.throughput_for(gpu, estimate) if per_token else None))
                 if not per_token:
                     # Per-GPU need falls as tp grows: the first fit uses the fewest GPUs.
                     break
         if not fitting:
             assert largest is not None
-            return ShapeVerdict((), MODEL_DOES_NOT_FIT, "", largest.tensor_parallel_size, largest)
+            closest = fit(largest.load, workload, memory)
+            across = self._across_nodes(gpu, memory, gpu_count, workload) if gpu_count in accepted else None
+            if across is not None:
+                return across
+            return ShapeVerdict((), MODEL_DOES_NOT_FIT, "", largest.tp, closest)
 
         def rank(option: Option) -> tuple[float, float, int]:
             # Price is the same for every tp of a group, so instances (per token/s) rank them.
@@ -154,6 +224,28 @@ class ShapeJudge:
             return (instances, 0.0, tp)
 
         return ShapeVerdict(tuple(sorted(fitting, key=rank)))
+
+    def _across_nodes(
+        self, gpu: str, memory: float, gpu_count: int, workload: Workload
+    ) -> ShapeVerdict | None:
+        """The fewest whole instances that hold one replica as tensor parallel within each node and
+        pipeline parallel across them (vLLM's multi-node layout), or None when even MAX_NODES
+        do not, or the spec fixes the GPUs of a replica to one node."""
+        request = self.request
+        if request.gpu_count or (request.tensor_parallel_size and request.tensor_parallel_size != gpu_count):
+            return None
+        arch = request.architecture
+        most = MAX_NODES
+        if request.max_gpus_per_replica is not None:
+            most = min(most, request.max_gpus_per_replica // gpu_count)
+        for nodes in range(2, min(most, arch.layers) + 1):
+            estimate = fit(rank_load(arch, workload, gpu_count, nodes), workload, memory)
+            if estimate.fits:
+                throughput = (
+                    self.throughput_for(gpu, estimate) if request.objective == "costPerToken" else None
+                )
+                return ShapeVerdict(((gpu_count, estimate, throughput),), multi_node=True)
+        return None
 
 
 def _precision_refusal(spec: GpuSpec | None, request: DeploymentRequest) -> str | None:

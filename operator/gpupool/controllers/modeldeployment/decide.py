@@ -180,6 +180,18 @@ def decide(view: ModelView) -> Decision:
         kept = fresh
         decision.planned = True
 
+    if kept.pipeline_parallel_size > 1:
+        # NOT BUILT YET (issue 12, item 5): the planner places a replica across nodes and the
+        # renderer writes its LeaderWorkerSet, but the operator neither applies LeaderWorkerSets
+        # nor buys a group's nodes together, so it applies nothing and buys nothing.
+        status.update(placement=kept.to_status())
+        _not_ready(
+            outcome, generation, "MultiNodeNotServedYet",
+            f"placed on {kept.pipeline_parallel_size} nodes of {kept.gpu} per replica (tensor parallel "
+            f"{kept.tensor_parallel_size} x pipeline parallel {kept.pipeline_parallel_size}); serving a "
+            "replica across nodes is not built yet: limit spec.gpu.types to GPUs one node can hold it on",
+        )  # fmt: skip
+        return decision
     wanted = spec.replicas
     replicas = replicas_within_budget(kept, wanted, spec.max_hourly_cost)
     if replicas < wanted:

@@ -41,6 +41,7 @@ class KeptPlacement:
     inputs_hash: str
     excluded_gpus: tuple[str, ...] = ()
     cost_per_million_tokens: float | None = None
+    pipeline_parallel_size: int = 1
     kv_cache_tokens: int | None = None
     max_concurrency: float | None = None
     concurrency: float | None = None
@@ -50,6 +51,14 @@ class KeptPlacement:
             "gpu": self.gpu,
             "gpusPerReplica": self.gpus_per_replica,
             "tensorParallelSize": self.tensor_parallel_size,
+            **(
+                {
+                    "pipelineParallelSize": self.pipeline_parallel_size,
+                    "nodesPerReplica": self.pipeline_parallel_size,
+                }
+                if self.pipeline_parallel_size > 1
+                else {}
+            ),
             "maxModelLen": self.max_model_len,
             "weightsGiB": round(self.weights_gib, 3),
             "provider": self.provider,
@@ -80,6 +89,7 @@ class KeptPlacement:
                 gpus_per_replica=int(placement["gpusPerReplica"]),
                 tensor_parallel_size=int(placement.get("tensorParallelSize") or placement["gpusPerReplica"]),
                 max_model_len=int(placement["maxModelLen"]),
+                pipeline_parallel_size=int(placement.get("pipelineParallelSize") or 1),
                 weights_gib=float(placement.get("weightsGiB") or 0.0),
                 provider=str(placement.get("provider") or ""),
                 region=str(placement.get("region") or ""),
@@ -126,6 +136,7 @@ def kept_from_plan(plan: Plan, digest: str, excluded_gpus: Sequence[str]) -> Kep
         gpu=choice.shape.gpu,
         gpus_per_replica=choice.shape.gpus_per_replica,
         tensor_parallel_size=choice.shape.tensor_parallel_size,
+        pipeline_parallel_size=choice.shape.pipeline_parallel_size,
         max_model_len=plan.max_model_len,
         weights_gib=memory.weights_gib if memory else 0.0,
         provider=choice.offer.provider,
