@@ -23,6 +23,8 @@ class OfferGroup:
     gpu_count: int
     gpu_memory_gib: float
     by_capacity: dict[CapacityType, tuple[Offer, ...]]
+    # Some offer has an InfiniBand/EFA/RDMA fabric: a replica may span several of its nodes.
+    fast_network: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ def _group(offers: Iterable[Offer]) -> tuple[OfferGroup, ...]:
             ordered = sorted((price, key, offer) for price, key, offer in priced if price is not None)
             if ordered:
                 by_capacity[capacity] = tuple(offer for _, _, offer in ordered)
-        groups.append(OfferGroup(provider, gpu, count, memory, by_capacity))
+        fast = any(offer.fast_network for offer in members)
+        groups.append(OfferGroup(provider, gpu, count, memory, by_capacity, fast))
     return tuple(groups)
 
 

@@ -304,7 +304,7 @@ def plan_deployment(
     for shape_key, members in by_shape:
         if wanted_gpus is not None and shape_key[0] not in wanted_gpus:
             continue
-        verdict = judge.judge(*shape_key)
+        verdict = judge.judge(*shape_key, across_nodes=any(g.fast_network for g in members))
         for capacity in capacities:
             for group in members:
                 if providers is not None and group.provider not in providers:

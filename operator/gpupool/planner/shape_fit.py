@@ -93,7 +93,8 @@ class ShapeJudge:
         self._needs: dict[tuple[int, int], tuple[Workload, tuple[_Need, ...]]] = {}
         self._precision: dict[str, str | None] = {}
         # Beyond the GPU's precision the arithmetic sees only its memory and count.
-        self._by_size: dict[tuple[float, int, tuple[int, int]], ShapeVerdict] = {}
+        self._by_size: dict[tuple[float, int, tuple[int, int], bool], ShapeVerdict] = {}
+        self._stages: dict[tuple[tuple[int, int], int, int], _Need] = {}
 
     def workload(self, gpu: str, memory_gib: float) -> Workload:
         return self._workload(vllm_batch_defaults(gpu, memory_gib))
@@ -153,7 +154,10 @@ class ShapeJudge:
         limit = min(gpu_count, request.max_gpus_per_replica or gpu_count)
         return list(range(1, limit + 1))
 
-    def judge(self, gpu: str, listed_gib: float, gpu_count: int) -> ShapeVerdict:
+    def judge(
+        self, gpu: str, listed_gib: float, gpu_count: int, *, across_nodes: bool = True
+    ) -> ShapeVerdict:
+        """`across_nodes`: whether some offer of the shape could join its nodes (a fast network)."""
         request = self.request
         spec = spec_for(gpu)
         if spec is not None and not spec.vllm_supported:
@@ -171,15 +175,17 @@ class ShapeJudge:
             )
         memory = reported_memory_gib(gpu, listed_gib)
         defaults = vllm_batch_defaults(gpu, memory)
-        key = (memory, gpu_count, defaults)
+        key = (memory, gpu_count, defaults, across_nodes)
         verdict = self._by_size.get(key)
         if verdict is None or request.objective == "costPerToken":
             # Per token, throughput depends on the GPU's bandwidth: judged for each GPU.
-            verdict = self._judge_size(gpu, memory, gpu_count, defaults)
+            verdict = self._judge_size(gpu, memory, gpu_count, defaults, across_nodes)
             self._by_size[key] = verdict
         return verdict
 
-    def _judge_size(self, gpu: str, memory: float, gpu_count: int, defaults: tuple[int, int]) -> ShapeVerdict:
+    def _judge_size(
+        self, gpu: str, memory: float, gpu_count: int, defaults: tuple[int, int], across_nodes: bool
+    ) -> ShapeVerdict:
         request = self.request
         tps = self.tp_choices(gpu_count)
         if isinstance(tps, str):
@@ -210,7 +216,11 @@ class ShapeJudge:
         if not fitting:
             assert largest is not None
             closest = fit(largest.load, workload, memory)
-            across = self._across_nodes(gpu, memory, gpu_count, workload) if gpu_count in accepted else None
+            across = (
+                self._across_nodes(gpu, memory, gpu_count, workload, defaults)
+                if across_nodes and gpu_count in accepted
+                else None
+            )
             if across is not None:
                 return across
             return ShapeVerdict((), MODEL_DOES_NOT_FIT, "", largest.tp, closest)
@@ -226,7 +236,7 @@ class ShapeJudge:
         return ShapeVerdict(tuple(sorted(fitting, key=rank)))
 
     def _across_nodes(
-        self, gpu: str, memory: float, gpu_count: int, workload: Workload
+        self, gpu: str, memory: float, gpu_count: int, workload: Workload, defaults: tuple[int, int]
     ) -> ShapeVerdict | None:
         """The fewest whole instances that hold one replica as tensor parallel within each node and
         pipeline parallel across them (vLLM's multi-node layout), or None when even MAX_NODES
@@ -238,8 +248,20 @@ class ShapeJudge:
         most = MAX_NODES
         if request.max_gpus_per_replica is not None:
             most = min(most, request.max_gpus_per_replica // gpu_count)
+        budget = memory * workload.gpu_memory_utilization * GIB
         for nodes in range(2, min(most, arch.layers) + 1):
-            estimate = fit(rank_load(arch, workload, gpu_count, nodes), workload, memory)
+            need = self._stages.get((defaults, gpu_count, nodes))
+            if need is None:
+                load = rank_load(arch, workload, gpu_count, nodes)
+                blocks = max(
+                    load.blocks_at_max_len, math.ceil(workload.target_concurrency * load.blocks_at_average)
+                )
+                inside = load.fixed_bytes + blocks * load.layout.bytes_per_block
+                need = _Need(gpu_count, load, inside, load.outside_bytes)
+                self._stages[(defaults, gpu_count, nodes)] = need
+            if need.inside > budget or need.outside > memory * GIB - budget:
+                continue
+            estimate = fit(need.load, workload, memory)
             if estimate.fits:
                 throughput = (
                     self.throughput_for(gpu, estimate) if request.objective == "costPerToken" else None
