@@ -190,8 +190,10 @@ class Gpupool:
             cluster.kubeconfig, BENCH_NS, "gpupool", tmp / "gpupool.kubeconfig"
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPOOL_")}
+        # The Hub is not asked (GPUPOOL_HF_ENDPOINT=off): the benchmark's models come from the
+        # built-in table, so no network shapes the control loop's figures.
         env |= {"KUBECONFIG": str(kc), "GPUPOOL_CLUSTER_NAME": f"bench-{uuid.uuid4().hex[:6]}",
-                "PYTHONUNBUFFERED": "1"}  # fmt: skip
+                "GPUPOOL_HF_ENDPOINT": "off", "PYTHONUNBUFFERED": "1"}  # fmt: skip
         self.operator = Process(
             [
                 sys.executable,

@@ -37,7 +37,7 @@ from tests.integration.conftest import GROUP, VERSION, Gpupool, OperatorProcess,
 
 pytestmark = pytest.mark.cluster
 
-MODEL = "meta-llama/Llama-3.2-1B-Instruct"  # one L4 holds it
+MODEL = "Qwen/Qwen3-0.6B"  # one L4 holds it; not gated, so no token is needed
 MODELS = 20
 OPERATOR_KILLS = 60
 CLOUD_KILLS = 3

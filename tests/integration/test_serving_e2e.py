@@ -107,7 +107,7 @@ def test_changing_max_model_len_rolls_out_without_losing_ready_pods(
     gp: Gpupool, simcloud: SimCloud, operator: OperatorProcess, namespace: str
 ) -> None:
     pool = _setup(gp, simcloud, gpuTypes=["L4", "A10G", "L40S"])
-    gp.create_model("roll", model="meta-llama/Llama-3.2-1B-Instruct", pool=pool, replicas=2,
+    gp.create_model("roll", model="Qwen/Qwen3-0.6B", pool=pool, replicas=2,
                     engine={"maxModelLen": 4096})  # fmt: skip
     wait_for(
         lambda: (o := _ready(gp, "roll")) and o["status"]["readyReplicas"] == 2, timeout=120, what="2 ready"
@@ -188,7 +188,7 @@ def test_scale_subresource_and_delete(
     gp: Gpupool, simcloud: SimCloud, operator: OperatorProcess, namespace: str, kubeconfig: str
 ) -> None:
     pool = _setup(gp, simcloud, gpuTypes=["L4"])
-    gp.create_model("scaled", model="meta-llama/Llama-3.2-1B-Instruct", pool=pool)
+    gp.create_model("scaled", model="Qwen/Qwen3-0.6B", pool=pool)
     wait_for(lambda: _ready(gp, "scaled"), timeout=120, what="Ready")
     subprocess.run(
         ["kubectl", "--kubeconfig", kubeconfig, "scale", "-n", namespace, "modeldeployment/scaled", "--replicas=3"],
@@ -218,7 +218,7 @@ def test_pool_out_of_room_shows_on_the_model_as_insufficient_capacity(
     # Another workload takes the pool's only GPU first.
     gp.apps.create_namespaced_deployment(namespace, gpu_deployment("first", pool, gpus=1))
     wait_for(lambda: ready_pods(gp.core, namespace, "app=first"), timeout=90, what="the first workload Ready")
-    gp.create_model("late", model="meta-llama/Llama-3.2-1B-Instruct", pool=pool)
+    gp.create_model("late", model="Qwen/Qwen3-0.6B", pool=pool)
 
     def starved() -> dict[str, Any] | None:
         condition = gp.condition(gp.get("modeldeployments", "late"), "Degraded")
@@ -233,9 +233,7 @@ def test_a_persons_edit_of_a_managed_field_is_put_back(
     gp: Gpupool, simcloud: SimCloud, operator: OperatorProcess, namespace: str
 ) -> None:
     pool = _setup(gp, simcloud, gpuTypes=["L4"])
-    gp.create_model(
-        "owned", model="meta-llama/Llama-3.2-1B-Instruct", pool=pool, engine={"maxModelLen": 4096}
-    )
+    gp.create_model("owned", model="Qwen/Qwen3-0.6B", pool=pool, engine={"maxModelLen": 4096})
     wait_for(lambda: _ready(gp, "owned"), timeout=120, what="Ready")
     # Someone scales the Deployment by hand and edits the vLLM arguments.
     deployment = gp.apps.read_namespaced_deployment("owned", namespace)
