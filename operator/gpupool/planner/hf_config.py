@@ -315,6 +315,8 @@ def architecture_from_fields(name: str, given: Mapping[str, Any]) -> ModelArchit
     if kv_heads is None:
         kv_heads = heads
         assumptions.append("kv_heads unknown; assumed equal to attention heads (no GQA)")
+    if fields.get("dtype") == "fp8":
+        fields.setdefault("native_format", "fp8")
     experts = fields.get("experts")
     moe_layers = int(fields.pop("moe_layers", None) or layers)
     fields["moe"] = bool(fields.get("moe") or experts)

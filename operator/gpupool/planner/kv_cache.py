@@ -89,9 +89,6 @@ class KvLayout:
         need = self.blocks_per_request(tokens)
         return num_blocks / need if need else 0.0
 
-    def bytes_per_request(self, tokens: int) -> int:
-        return self.blocks_per_request(tokens) * self.bytes_per_block
-
 
 def kv_layout(
     runs: Sequence[LayerRun],

@@ -95,6 +95,8 @@ class RankLoad:
     layout: KvLayout
     blocks_at_max_len: int
     blocks_at_average: int
+    # Blocks the workload needs: one full-length sequence, and the target at the average size.
+    blocks_needed: int
     kv_bytes_per_token: int
     weight_bytes_per_param: float
 
@@ -105,6 +107,11 @@ class RankLoad:
     @property
     def fixed_bytes(self) -> float:
         return self.weights_bytes + self.activation_bytes + self.non_torch_bytes
+
+    @property
+    def needed_bytes(self) -> float:
+        """What a GPU's budget must hold for this load to fit."""
+        return self.fixed_bytes + self.blocks_needed * self.layout.bytes_per_block
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,12 +179,11 @@ class MemoryEstimate:
 
     @property
     def blocks_needed(self) -> int:
-        w = self.workload
-        return max(self.load.blocks_at_max_len, math.ceil(w.target_concurrency * self.load.blocks_at_average))
+        return self.load.blocks_needed
 
     @property
     def per_gpu_required_gib(self) -> float:
-        return (self.load.fixed_bytes + self.blocks_needed * self.load.layout.bytes_per_block) / GIB
+        return self.load.needed_bytes / GIB
 
     @property
     def per_gpu_available_gib(self) -> float:
@@ -201,11 +207,7 @@ class MemoryEstimate:
 
     @property
     def fits(self) -> bool:
-        return (
-            self.starts
-            and self.num_blocks >= self.blocks_needed
-            and self.workload.target_concurrency <= self.workload.max_num_seqs
-        )
+        return fits_on(self.load, self.workload, self.gpu_memory_gib)
 
     @property
     def thin_headroom(self) -> bool:
@@ -259,13 +261,9 @@ class MemoryEstimate:
         }
 
 
-def checkpoint_format(arch: ModelArchitecture) -> str | None:
-    return arch.native_format or ("fp8" if arch.dtype == "fp8" else None)
-
-
 def quantization_refusal(arch: ModelArchitecture, quantization: str) -> str | None:
     """Why vLLM would refuse `--quantization` for this checkpoint, or None."""
-    stored = checkpoint_format(arch)
+    stored = arch.native_format
     if quantization == "none" or stored is None or quantization == stored:
         return None
     if quantization == "compressed-tensors" and stored in ("int8", "int4", "fp8", "nvfp4"):
@@ -278,7 +276,7 @@ def quantization_refusal(arch: ModelArchitecture, quantization: str) -> str | No
 
 def loaded_weight_bytes(arch: ModelArchitecture, quantization: str = "none") -> float:
     """Bytes of the whole model's weights once vLLM has loaded them."""
-    stored = checkpoint_format(arch)
+    stored = arch.native_format
     embedding = arch.embedding_params * 2.0
     params = arch.params_b * 1e9
     if quantization in ("none", "compressed-tensors") or quantization == stored:
@@ -346,6 +344,8 @@ def rank_load(arch: ModelArchitecture, workload: Workload, tp: int, pp: int = 1)
         state_bytes=state,
         max_batched_tokens=workload.max_batched_tokens,
     )
+    blocks_at_max_len = layout.blocks_per_request(workload.max_model_len)
+    blocks_at_average = layout.blocks_per_request(workload.average_tokens)
     attention_layers = sum(run.count for run in arch.runs if run.kind in ("full", "mla"))
     replica_token_bytes = token_bytes * attention_layers * (1 if arch.mla else tp)
     outside = CUDA_CONTEXT_GIB + (NCCL_GIB if tp * pp > 1 else 0.0)
@@ -358,10 +358,22 @@ def rank_load(arch: ModelArchitecture, workload: Workload, tp: int, pp: int = 1)
         non_torch_bytes=PROFILE_NON_TORCH_GIB * GIB if tp * pp > 1 else 0.0,
         outside_bytes=outside * GIB,
         layout=layout,
-        blocks_at_max_len=layout.blocks_per_request(workload.max_model_len),
-        blocks_at_average=layout.blocks_per_request(workload.average_tokens),
+        blocks_at_max_len=blocks_at_max_len,
+        blocks_at_average=blocks_at_average,
+        blocks_needed=max(blocks_at_max_len, math.ceil(workload.target_concurrency * blocks_at_average)),
         kv_bytes_per_token=replica_token_bytes,
         weight_bytes_per_param=bytes_per_param,
+    )
+
+
+def fits_on(load: RankLoad, workload: Workload, gpu_memory_gib: float) -> bool:
+    """Whether `load` fits GPUs that report `gpu_memory_gib`: vLLM starts (the context fits outside
+    the budget, one full sequence inside) and the budget holds the target concurrency."""
+    budget = gpu_memory_gib * workload.gpu_memory_utilization * GIB
+    return (
+        workload.target_concurrency <= workload.max_num_seqs
+        and load.needed_bytes <= budget
+        and load.outside_bytes <= gpu_memory_gib * GIB - budget
     )
 
 

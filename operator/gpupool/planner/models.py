@@ -86,7 +86,6 @@ class ModelArchitecture:
     moe_intermediate_size: int | None = None
     kv_lora_rank: int | None = None
     qk_rope_head_dim: int | None = None
-    weight_bytes_per_param: float | None = None
     native_format: str | None = None
     checkpoint_bytes: int | None = None
     layer_runs: tuple[LayerRun, ...] = ()
@@ -183,6 +182,9 @@ def architecture_from_spec(
         for key, value in override.items()
         if key in _SPEC_FIELDS and value is not None
     }
+    if given.get("dtype") == "fp8":
+        # A checkpoint stored in FP8 is an fp8-quantized one, whatever describes it.
+        given["native_format"] = "fp8"
     if base is not None:
         if "params_b" in given:
             # A stated size replaces the checkpoint's measured one.

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from gpupool.catalog.gpus import GpuSpec, spec_for
 from gpupool.planner.memory import (
-    GIB,
     MemoryEstimate,
     RankLoad,
     Workload,
     fit,
+    fits_on,
     rank_load,
     tensor_parallel_refusal,
     vllm_batch_defaults,
@@ -57,29 +57,17 @@ def reported_memory_gib(gpu: str, listed_gib: float) -> float:
     `torch.cuda.mem_get_info` reports. A listing that is not that card's size keeps its figure.
     """
     spec = spec_for(gpu)
-    reported = getattr(spec, "cuda_memory_gib", None) if spec is not None else None
-    if spec is None or not reported or abs(spec.memory_gib - listed_gib) > 0.1 * spec.memory_gib:
+    if spec is None or not spec.cuda_memory_gib or abs(spec.memory_gib - listed_gib) > 0.1 * spec.memory_gib:
         return listed_gib
-    return float(reported)
-
-
-@dataclass(frozen=True, slots=True)
-class _Need:
-    """One accepted tensor-parallel size under one workload: its load and the bytes a GPU must
-    give it inside the budget (`inside`) and outside (`outside`) to fit."""
-
-    tp: int
-    load: RankLoad
-    inside: float
-    outside: float
+    return spec.cuda_memory_gib
 
 
 class ShapeJudge:
     """Judges shapes for one request; lives for one plan.
 
-    What a GPU must hold at each tensor-parallel size does not depend on its size, only on the
-    workload vLLM's defaults give it (two kinds of GPU), so it is computed once per plan and a
-    shape is judged by comparing its memory against that list.
+    What a GPU must hold at each (tensor-parallel, pipeline-parallel) size does not depend on its
+    size, only on the workload vLLM's defaults give it (two kinds of GPU), so each load is computed
+    once per plan and a shape is judged by comparing its memory against it.
     """
 
     def __init__(self, request: DeploymentRequest) -> None:
@@ -90,53 +78,39 @@ class ShapeJudge:
             for tp in range(1, MAX_TENSOR_PARALLEL + 1)
             if tensor_parallel_refusal(request.architecture, tp) is None
         )
-        self._needs: dict[tuple[int, int], tuple[Workload, tuple[_Need, ...]]] = {}
+        self._workloads: dict[tuple[int, int], Workload] = {}
+        self._loads: dict[tuple[tuple[int, int], int, int], RankLoad] = {}
         self._precision: dict[str, str | None] = {}
         # Beyond the GPU's precision the arithmetic sees only its memory and count.
         self._by_size: dict[tuple[float, int, tuple[int, int], bool], ShapeVerdict] = {}
-        self._stages: dict[tuple[tuple[int, int], int, int], _Need] = {}
-
-    def workload(self, gpu: str, memory_gib: float) -> Workload:
-        return self._workload(vllm_batch_defaults(gpu, memory_gib))
 
     def _workload(self, defaults: tuple[int, int]) -> Workload:
-        r = self.request
-        batched, seqs = defaults
-        inputs, outputs = r.request_tokens
-        return Workload(
-            max_model_len=self.max_model_len,
-            target_concurrency=r.concurrency,
-            average_input_tokens=inputs,
-            average_output_tokens=outputs,
-            max_batched_tokens=r.max_num_batched_tokens or batched,
-            max_num_seqs=r.max_num_seqs or seqs,
-            gpu_memory_utilization=r.gpu_memory_utilization,
-            dtype=r.dtype,
-            quantization=r.quantization,
-            kv_cache_dtype=r.kv_cache_dtype,
-        )
-
-    def _needs_for(self, defaults: tuple[int, int]) -> tuple[Workload, tuple[_Need, ...]]:
-        found = self._needs.get(defaults)
+        found = self._workloads.get(defaults)
         if found is None:
-            workload = self._workload(defaults)
-            needs = []
-            for tp in self.accepted:
-                load = rank_load(self.request.architecture, workload, tp)
-                blocks = max(
-                    load.blocks_at_max_len,
-                    math.ceil(workload.target_concurrency * load.blocks_at_average),
-                )
-                inside = load.fixed_bytes + blocks * load.layout.bytes_per_block
-                needs.append(_Need(tp, load, inside, load.outside_bytes))
-            found = (workload, tuple(needs))
-            self._needs[defaults] = found
+            r = self.request
+            batched, seqs = defaults
+            inputs, outputs = r.request_tokens
+            found = Workload(
+                max_model_len=self.max_model_len,
+                target_concurrency=r.concurrency,
+                average_input_tokens=inputs,
+                average_output_tokens=outputs,
+                max_batched_tokens=r.max_num_batched_tokens or batched,
+                max_num_seqs=r.max_num_seqs or seqs,
+                gpu_memory_utilization=r.gpu_memory_utilization,
+                dtype=r.dtype,
+                quantization=r.quantization,
+                kv_cache_dtype=r.kv_cache_dtype,
+            )
+            self._workloads[defaults] = found
         return found
 
-    def memory_for(self, gpu: str, listed_gib: float, tp: int, pp: int = 1) -> MemoryEstimate:
-        memory = reported_memory_gib(gpu, listed_gib)
-        workload = self.workload(gpu, memory)
-        return fit(rank_load(self.request.architecture, workload, tp, pp), workload, memory)
+    def _load(self, defaults: tuple[int, int], tp: int, pp: int = 1) -> RankLoad:
+        found = self._loads.get((defaults, tp, pp))
+        if found is None:
+            found = rank_load(self.request.architecture, self._workload(defaults), tp, pp)
+            self._loads[(defaults, tp, pp)] = found
+        return found
 
     def throughput_for(self, gpu: str, memory: MemoryEstimate) -> ThroughputEstimate | None:
         return estimate_throughput(
@@ -192,38 +166,28 @@ class ShapeJudge:
             return ShapeVerdict(
                 (), MODEL_DOES_NOT_FIT, tps, request.tensor_parallel_size or request.gpu_count or 1
             )
-        accepted = set(tps).intersection(self.accepted)
+        accepted = [tp for tp in self.accepted if tp in tps]
         if not accepted:
             reason = tensor_parallel_refusal(request.architecture, tps[-1]) or ""
             return ShapeVerdict((), TENSOR_PARALLEL, reason, tps[-1])
-        workload, needs = self._needs_for(defaults)
-        budget = memory * workload.gpu_memory_utilization * GIB
-        headroom = memory * GIB - budget
+        workload = self._workload(defaults)
         per_token = request.objective == "costPerToken"
-        seqs_ok = workload.target_concurrency <= workload.max_num_seqs
         fitting: list[Option] = []
-        largest: _Need | None = None
-        for need in needs:
-            if need.tp not in accepted:
-                continue
-            largest = need
-            if seqs_ok and need.inside <= budget and need.outside <= headroom:
-                estimate = fit(need.load, workload, memory)
-                fitting.append((need.tp, estimate, self.throughput_for(gpu, estimate) if per_token else None))
+        for tp in accepted:
+            load = self._load(defaults, tp)
+            if fits_on(load, workload, memory):
+                estimate = fit(load, workload, memory)
+                fitting.append((tp, estimate, self.throughput_for(gpu, estimate) if per_token else None))
                 if not per_token:
                     # Per-GPU need falls as tp grows: the first fit uses the fewest GPUs.
                     break
         if not fitting:
-            assert largest is not None
-            closest = fit(largest.load, workload, memory)
-            across = (
-                self._across_nodes(gpu, memory, gpu_count, workload, defaults)
-                if across_nodes and gpu_count in accepted
-                else None
-            )
-            if across is not None:
-                return across
-            return ShapeVerdict((), MODEL_DOES_NOT_FIT, "", largest.tp, closest)
+            if across_nodes and gpu_count in accepted:
+                across = self._across_nodes(gpu, memory, gpu_count, defaults)
+                if across is not None:
+                    return across
+            closest = fit(self._load(defaults, accepted[-1]), workload, memory)
+            return ShapeVerdict((), MODEL_DOES_NOT_FIT, "", accepted[-1], closest)
 
         def rank(option: Option) -> tuple[float, float, int]:
             # Price is the same for every tp of a group, so instances (per token/s) rank them.
@@ -236,7 +200,7 @@ class ShapeJudge:
         return ShapeVerdict(tuple(sorted(fitting, key=rank)))
 
     def _across_nodes(
-        self, gpu: str, memory: float, gpu_count: int, workload: Workload, defaults: tuple[int, int]
+        self, gpu: str, memory: float, gpu_count: int, defaults: tuple[int, int]
     ) -> ShapeVerdict | None:
         """The fewest whole instances that hold one replica as tensor parallel within each node and
         pipeline parallel across them (vLLM's multi-node layout), or None when even MAX_NODES
@@ -244,25 +208,14 @@ class ShapeJudge:
         request = self.request
         if request.gpu_count or (request.tensor_parallel_size and request.tensor_parallel_size != gpu_count):
             return None
-        arch = request.architecture
         most = MAX_NODES
         if request.max_gpus_per_replica is not None:
             most = min(most, request.max_gpus_per_replica // gpu_count)
-        budget = memory * workload.gpu_memory_utilization * GIB
-        for nodes in range(2, min(most, arch.layers) + 1):
-            need = self._stages.get((defaults, gpu_count, nodes))
-            if need is None:
-                load = rank_load(arch, workload, gpu_count, nodes)
-                blocks = max(
-                    load.blocks_at_max_len, math.ceil(workload.target_concurrency * load.blocks_at_average)
-                )
-                inside = load.fixed_bytes + blocks * load.layout.bytes_per_block
-                need = _Need(gpu_count, load, inside, load.outside_bytes)
-                self._stages[(defaults, gpu_count, nodes)] = need
-            if need.inside > budget or need.outside > memory * GIB - budget:
-                continue
-            estimate = fit(need.load, workload, memory)
-            if estimate.fits:
+        workload = self._workload(defaults)
+        for nodes in range(2, min(most, request.architecture.layers) + 1):
+            load = self._load(defaults, gpu_count, nodes)
+            if fits_on(load, workload, memory):
+                estimate = fit(load, workload, memory)
                 throughput = (
                     self.throughput_for(gpu, estimate) if request.objective == "costPerToken" else None
                 )
@@ -273,7 +226,7 @@ class ShapeJudge:
 def _precision_refusal(spec: GpuSpec | None, request: DeploymentRequest) -> str | None:
     """Why this GPU cannot run the model's precision, or None."""
     arch = request.architecture
-    stored = arch.native_format or ("fp8" if arch.dtype == "fp8" else arch.dtype)
+    stored = arch.native_format or arch.dtype
     weights = request.quantization if request.quantization != "none" else stored
     if weights not in WEIGHT_FORMATS:
         weights = "bfloat16"

@@ -29,7 +29,6 @@ class ModelSource:
 
     architecture: ModelArchitecture | None = None
     unresolved: tuple[str, str] | None = None
-    note: str | None = None
 
 
 async def _token(kube: Kube, namespace: str, spec: ModelDeploymentSpec) -> str | None:
@@ -65,7 +64,7 @@ async def model_source(
         found = await hub.resolve(spec.model, token=token)
     except ModelUnresolved as error:
         if error.reason in _TABLE_STANDS_IN and find_model(spec.model) is not None:
-            return ModelSource(note=f"planned from the built-in table: {error.message}")
+            return ModelSource()  # the built-in table stands in (the resolver logged why)
         return ModelSource(unresolved=(error.reason, error.message))
     try:
         architecture = architecture_from_hub(
@@ -76,7 +75,7 @@ async def model_source(
         )
     except UnknownModel as error:
         if find_model(spec.model) is not None:
-            return ModelSource(note=f"planned from the built-in table: {error}")
+            return ModelSource()
         return ModelSource(
             unresolved=("Malformed", f"{error}; describe the model in spec.architecture instead")
         )
